@@ -1,0 +1,3 @@
+"""medianode: a peer-to-peer storage node for fediverse media."""
+
+__version__ = "0.1.0"

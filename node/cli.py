@@ -1,0 +1,426 @@
+"""The ``medianode`` command.
+
+Every command that prints a result also prints it as one JSON object with
+``--json``. Errors are one line on stderr and a non-zero exit (1 for a
+failed operation, 2 for bad usage). Storage commands import nothing from
+the network stack, so they start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat as stat_mod
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, NodeConfig, default_data_dir, load, parse_size
+from .logs import setup_logging
+from .storage.car import CarError
+from .storage.cid import CID, CIDError
+from .storage.errors import StoreError
+from .storage.importer import UnsupportedInputError
+from .storage.store import BlockStore
+from .storage.transfer import export_car, import_car
+
+EXIT_FAILED = 1
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with no traceback."""
+
+
+def parse_cid_path(text: str) -> tuple[CID, str]:
+    """Accept ``CID``, ``CID/a/b`` and ``/ipfs/CID/a/b``."""
+    text = text.strip()
+    if text.startswith("/ipfs/"):
+        text = text[len("/ipfs/") :]
+    head, _, rest = text.partition("/")
+    try:
+        return CID.parse(head), rest
+    except CIDError as exc:
+        raise CommandError(f"invalid CID {head!r}: {exc}") from None
+
+
+class Output:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def result(self, data: dict[str, Any] | list[Any], text: str) -> None:
+        if self.as_json:
+            print(json.dumps(data, ensure_ascii=False))
+        elif text:
+            print(text)
+
+    @contextmanager
+    def progress(self, total: int | None, label: str) -> Iterator[Callable[[int], None]]:
+        """A progress bar on stderr when it is a terminal and no JSON was asked for."""
+        if self.as_json or not sys.stderr.isatty():
+            yield lambda n: None
+            return
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=False) as bar:
+            yield bar.update
+
+
+def open_store(args: argparse.Namespace) -> tuple[NodeConfig, BlockStore]:
+    config = load(args.data_dir)
+    return config, BlockStore(config.data_dir / "store", config.store)
+
+
+def cmd_init(args: argparse.Namespace, out: Output) -> None:
+    existed = (args.data_dir / "config.toml").exists()
+    if existed and args.quota is not None:
+        raise CommandError(f"{args.data_dir} is already initialised; edit its config.toml to change the quota")
+    if args.quota is not None:
+        parse_size(args.quota)
+    config = load(args.data_dir, quota=args.quota)
+    BlockStore(config.data_dir / "store", config.store).close()
+    out.result(
+        {"data_dir": str(config.data_dir), "quota": config.store.quota, "created": not existed},
+        f"{'using existing' if existed else 'initialised'} node at {config.data_dir}",
+    )
+
+
+def cmd_add(args: argparse.Namespace, out: Output) -> None:
+    config, store = open_store(args)
+    chunk_size = args.chunk_size or config.chunk_size
+    path = args.path
+    if path == "-":
+        from .storage.importer import import_stream
+
+        with out.progress(None, "add") as tick, store.batch() as batch:
+            root = import_stream(sys.stdin.buffer, batch, chunk_size, tick)
+            batch.commit([root.cid], args.name or "stdin", root.content_size, pin=not args.no_pin)
+        name = args.name or "stdin"
+    else:
+        try:
+            info = os.stat(path)
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from None
+        if stat_mod.S_ISDIR(info.st_mode) and not args.recursive:
+            raise CommandError(f"{path} is a directory (use -r to add it)")
+        if stat_mod.S_ISREG(info.st_mode) and not os.access(path, os.R_OK):
+            raise CommandError(f"cannot read {path}: Permission denied")
+        from .storage.importer import tree_size
+
+        name = args.name or os.path.basename(os.path.normpath(path))
+        with out.progress(tree_size(path, args.hidden), f"add {name}") as tick:
+            root = store.add_path(path, chunk_size, pin=not args.no_pin, hidden=args.hidden, name=name, progress=tick)
+    size = root.content_size if root.cid.codec == 0x55 or root.content_size else store.stat(root.cid).size
+    out.result(
+        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin},
+        f"added {root.cid} {name}",
+    )
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> None:
+    from .demo import make_demo_clip
+
+    config, store = open_store(args)
+    clip = config.data_dir / "demo" / "medianode-demo.mp4"
+    clip.parent.mkdir(exist_ok=True)
+    if not clip.exists():
+        make_demo_clip(clip)
+    root = store.add_path(str(clip), config.chunk_size, pin=True, name=clip.name)
+    out.result(
+        {"cid": str(root.cid), "size": root.content_size, "name": clip.name, "data_dir": str(config.data_dir)},
+        f"node ready at {config.data_dir}\nadded demo clip {clip.name} ({root.content_size} bytes)\n"
+        f"cid: {root.cid}\nget it back: medianode get {root.cid} -o demo.mp4",
+    )
+
+
+def _resolve(store: BlockStore, target: str) -> CID:
+    cid, path = parse_cid_path(target)
+    return store.resolve(cid, path) if path else cid
+
+
+def cmd_cat(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    cid = _resolve(store, args.cid)
+    size = store.file_size(cid)
+    offset = args.offset
+    if offset > size:
+        raise CommandError(f"offset {offset} is past the end of {cid} ({size} bytes)")
+    length = size - offset if args.length is None else min(args.length, size - offset)
+    store.touch(cid)
+    sys.stdout.flush()
+    fd = sys.stdout.fileno()
+    try:
+        if offset == 0 and length == size:
+            store.copy_to_fd(cid, fd)
+        else:
+            for piece in store.read_range(cid, offset, length):
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+
+
+def cmd_get(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    cid = _resolve(store, args.cid)
+    info = store.stat(cid)
+    target = Path(args.output or str(cid))
+    store.touch(cid)
+    with out.progress(info.size if info.type == "file" else None, f"get {cid}") as tick:
+        written = _get_tree(store, cid, info.type, target, tick)
+    out.result({"cid": str(cid), "path": str(target), "size": written}, f"saved {cid} to {target}")
+
+
+def _get_tree(store: BlockStore, cid: CID, kind: str, target: Path, tick: Callable[[int], None]) -> int:
+    if kind == "directory":
+        target.mkdir(parents=True, exist_ok=True)
+        total = 0
+        for entry in store.ls(cid):
+            if "/" in entry.name or entry.name in ("", ".", ".."):
+                raise CommandError(f"refusing unsafe name {entry.name!r} in {cid}")
+            total += _get_tree(store, entry.cid, entry.type, target / entry.name, tick)
+        return total
+    if kind == "symlink":
+        from .storage.unixfs import decode_unixfs
+
+        _, data = decode_unixfs(store.get_block(cid))
+        os.symlink((data.data or b"").decode("utf-8", "replace"), target)
+        return 0
+    tmp = target.with_name(f".{target.name}.medianode-part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        written = store.copy_to_fd(cid, fd, tick)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, target)
+    return written
+
+
+def cmd_ls(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    cid = _resolve(store, args.cid)
+    entries = store.ls(cid)
+    out.result(
+        {
+            "cid": str(cid),
+            "entries": [{"name": e.name, "cid": str(e.cid), "type": e.type, "size": e.size} for e in entries],
+        },
+        "\n".join(f"{e.cid} {e.size:>12} {e.name}{'/' if e.type == 'directory' else ''}" for e in entries),
+    )
+
+
+def cmd_stat(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    cid = _resolve(store, args.cid)
+    s = store.stat(cid)
+    data = {
+        "cid": str(s.cid),
+        "type": s.type,
+        "size": s.size,
+        "dag_size": s.dag_size,
+        "blocks": s.blocks,
+        "missing_blocks": s.missing,
+        "pinned": s.pinned,
+        "codec": s.cid.codec_name,
+    }
+    out.result(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def cmd_pin(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    if args.pin_command == "ls":
+        pins = store.pins()
+        out.result(
+            {"pins": [{"cid": str(c), "name": n, "created": t} for c, n, t in pins]},
+            "\n".join(f"{c} {n or ''}".rstrip() for c, n, _ in pins),
+        )
+        return
+    cid, path = parse_cid_path(args.cid)
+    if path:
+        cid = store.resolve(cid, path)
+    if args.pin_command == "add":
+        store.pin_add(cid)
+        out.result({"cid": str(cid), "pinned": True}, f"pinned {cid}")
+    else:
+        store.pin_rm(cid)
+        out.result({"cid": str(cid), "pinned": False}, f"unpinned {cid}")
+
+
+def cmd_gc(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    r = store.gc()
+    out.result(
+        {
+            "blocks_removed": r.blocks_removed,
+            "bytes_freed": r.bytes_freed,
+            "packs_removed": r.packs_removed,
+            "packs_compacted": r.packs_compacted,
+        },
+        f"removed {r.blocks_removed} blocks ({r.bytes_freed} bytes); {r.packs_removed} packs deleted, "
+        f"{r.packs_compacted} compacted",
+    )
+
+
+def cmd_verify(args: argparse.Namespace, out: Output) -> int:
+    _, store = open_store(args)
+    with out.progress(store.usage(), "verify") as tick:
+        bad = store.verify(tick)
+    checked = store.repo_stat().blocks + len(bad)
+    out.result(
+        {"checked": checked, "corrupt": [{"cid": str(r.cid), "reason": r.reason} for r in bad]},
+        "\n".join(
+            [f"corrupt {r.cid}: {r.reason} (quarantined)" for r in bad]
+            + [f"verified {checked} blocks, {len(bad)} corrupt"]
+        ),
+    )
+    return EXIT_FAILED if bad else 0
+
+
+def cmd_export(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    cid = _resolve(store, args.cid)
+    blocks, missing, dag_size = store.dag_counts(cid)
+    if missing:
+        raise CommandError(f"cannot export {cid}: {missing} of its {blocks} blocks are not in the store")
+    with out.progress(dag_size, f"export {cid}") as tick:
+        count, written = export_car(store, cid, args.output, tick)
+    out.result(
+        {"cid": str(cid), "path": args.output, "blocks": count, "bytes": written},
+        f"exported {cid} ({count} blocks) to {args.output}",
+    )
+
+
+def cmd_import(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    try:
+        size = os.path.getsize(args.path)
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.path}: {exc.strerror}") from None
+    with out.progress(size, f"import {os.path.basename(args.path)}") as tick:
+        result = import_car(store, args.path, pin=not args.no_pin, progress=tick)
+    out.result(
+        {"roots": [str(r) for r in result.roots], "blocks": result.blocks, "pinned": not args.no_pin},
+        "\n".join(f"imported {r}" for r in result.roots) or f"imported {result.blocks} blocks (no roots)",
+    )
+
+
+def cmd_repo(args: argparse.Namespace, out: Output) -> None:
+    _, store = open_store(args)
+    s = store.repo_stat()
+    data = {
+        "size": s.size,
+        "quota": s.quota,
+        "blocks": s.blocks,
+        "pins": s.pinned,
+        "pinned_bytes": s.pinned_bytes,
+        "packs": s.packs,
+        "data_dir": str(args.data_dir),
+    }
+    out.result(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON")
+    common.add_argument(
+        "--data-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help="node directory (default: $MEDIANODE_DATA or ~/.local/share/medianode)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="medianode", description="Peer-to-peer storage node for fediverse media.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"medianode {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeat for debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("init", cmd_init, "create the data directory and its config (optional: every command does it)")
+    p.add_argument("--quota", help="disk space for blocks, e.g. 50GiB (default 10GiB; 0 = no limit)")
+
+    p = command("add", cmd_add, "add a file or directory (-r); prints its CID")
+    p.add_argument("path", help="file, directory (with -r), or - for standard input")
+    p.add_argument("-r", "--recursive", action="store_true", help="add a directory tree")
+    p.add_argument("--chunk-size", type=int, help="bytes per chunk: 262144 (default) or 1048576")
+    p.add_argument("--no-pin", action="store_true", help="keep as evictable cache instead of pinning")
+    p.add_argument("--hidden", action="store_true", help="include dotfiles when adding a directory")
+    p.add_argument("--name", help="name to record (default: the file name)")
+
+    command("demo", cmd_demo, "make a short demo clip and add it")
+
+    p = command("cat", cmd_cat, "write a file's bytes to stdout")
+    p.add_argument("cid", help="CID or CID/path")
+    p.add_argument("--offset", type=int, default=0, help="first byte to write")
+    p.add_argument("--length", type=int, help="number of bytes to write")
+
+    p = command("get", cmd_get, "save a file or directory")
+    p.add_argument("cid", help="CID or CID/path")
+    p.add_argument("-o", "--output", help="where to write it (default: the CID)")
+
+    p = command("ls", cmd_ls, "list a directory")
+    p.add_argument("cid")
+    p = command("stat", cmd_stat, "type, size and local completeness of a CID")
+    p.add_argument("cid")
+
+    p = command("pin", cmd_pin, "manage pins")
+    pin_sub = p.add_subparsers(dest="pin_command", required=True, metavar="add|rm|ls")
+    for name, text in (("add", "pin a CID and everything under it"), ("rm", "remove a pin")):
+        q = pin_sub.add_parser(name, parents=[common], help=text)
+        q.add_argument("cid")
+    pin_sub.add_parser("ls", parents=[common], help="list pins")
+
+    command("gc", cmd_gc, "delete every block no pin needs")
+    command("verify", cmd_verify, "rehash every block; quarantine corrupt ones (exit 1 if any)")
+
+    p = command("export", cmd_export, "write a CID's DAG as a CAR file (.car or .car.zst)")
+    p.add_argument("cid")
+    p.add_argument("-o", "--output", required=True, help="FILE.car or FILE.car.zst")
+
+    p = command("import", cmd_import, "import a CAR file (.car or .car.zst), verifying every block")
+    p.add_argument("path")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the CAR's roots")
+
+    p = command("repo", cmd_repo, "repository information")
+    repo_sub = p.add_subparsers(dest="repo_command", required=True, metavar="stat")
+    repo_sub.add_parser("stat", parents=[common], help="size, quota, block count")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.data_dir = Path(getattr(args, "data_dir", None) or default_data_dir()).expanduser()
+    setup_logging(args.verbose)
+    out = Output(args.json)
+    try:
+        code = args.func(args, out)
+    except (CommandError, StoreError, CIDError, CarError, ConfigError, UnsupportedInputError) as exc:
+        print(f"medianode: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"medianode: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("medianode: interrupted; nothing partial was stored", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

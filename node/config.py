@@ -1,0 +1,101 @@
+"""Where a node keeps its data and how it is configured.
+
+The data directory comes from ``--data-dir``, else ``MEDIANODE_DATA``, else
+``$XDG_DATA_HOME/medianode`` (``~/.local/share/medianode``). It holds
+``config.toml``, written with commented defaults the first time the node
+opens the directory, so every command works on a fresh directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .storage.importer import DEFAULT_CHUNK_SIZE, check_chunk_size
+from .storage.store import StoreConfig
+
+CONFIG_NAME = "config.toml"
+
+DEFAULT_CONFIG = """\
+# medianode configuration. Sizes take a unit: B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB).
+
+[storage]
+# Disk space for blocks. Unpinned cached content is evicted, least recently
+# used first, to stay under it; pins that would exceed it are refused. "0" = no limit.
+quota = "{quota}"
+# Rehash every block read from disk (kubo's HashOnRead). Costs CPU on every read.
+hash_on_read = false
+# Chunk size for new files: 262144 (kubo's default) or 1048576.
+chunk_size = {chunk_size}
+"""
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_size(text: str | int) -> int:
+    if isinstance(text, int):
+        if text < 0:
+            raise ConfigError(f"size must not be negative: {text}")
+        return text
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ConfigError(f"not a size: {text!r} (examples: 500MiB, 20GiB, 1TB)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("MEDIANODE_DATA")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(xdg) / "medianode"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    data_dir: Path
+    store: StoreConfig
+    chunk_size: int
+
+
+def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
+    """Read ``config.toml``, creating the directory and a default config if they do not exist."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / CONFIG_NAME
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(DEFAULT_CONFIG.format(quota=quota or "10GiB", chunk_size=DEFAULT_CHUNK_SIZE))
+        os.replace(tmp, path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    storage = raw.get("storage", {})
+    try:
+        chunk_size = int(storage.get("chunk_size", DEFAULT_CHUNK_SIZE))
+        check_chunk_size(chunk_size)
+        store = StoreConfig(
+            quota=parse_size(quota if quota is not None else storage.get("quota", "10GiB")),
+            hash_on_read=bool(storage.get("hash_on_read", False)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return NodeConfig(data_dir, store, chunk_size)

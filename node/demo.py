@@ -1,0 +1,73 @@
+"""A small demo clip made on the spot, so a new node has something to play.
+
+A vertical 360x640 H.264 MP4 of a few seconds with a moving colour pattern
+and a tone, written with PyAV (FFmpeg) with ``+faststart`` so a browser can
+start playing before the whole file has arrived.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+WIDTH, HEIGHT, FPS = 360, 640, 30
+
+
+def _frame_bytes(index: int, line_size: int) -> bytes:
+    """An RGB frame: diagonal colour bands that slide one step per frame, and a bar that moves down."""
+    pad = b"\0" * (line_size - WIDTH * 3)
+    period = 96
+    row = bytearray()
+    for x in range(WIDTH + period):
+        phase = (x * 3) % period
+        row += bytes(((phase * 8) % 256, (128 + phase * 5) % 256, (255 - phase * 2) % 256))
+    pixels = bytearray()
+    bar = (index * 7) % HEIGHT
+    for y in range(HEIGHT):
+        if bar <= y < bar + 24:
+            pixels += b"\xff\xff\xff" * WIDTH + pad
+        else:
+            shift = ((y + index * 4) % period) * 3
+            pixels += row[shift : shift + WIDTH * 3] + pad
+    return bytes(pixels)
+
+
+def make_demo_clip(path: Path, seconds: int = 6) -> Path:
+    """Write the clip to ``path`` (atomically) and return it."""
+    tmp = path.with_name(path.name + ".part")
+    with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        video.options = {"preset": "veryfast", "crf": "28"}
+        audio = container.add_stream("aac", rate=44100)
+        audio.layout = "mono"
+        for i in range(seconds * FPS):
+            frame = av.VideoFrame(WIDTH, HEIGHT, "rgb24")
+            frame.planes[0].update(_frame_bytes(i, frame.planes[0].line_size))
+            frame.pts = i
+            frame.time_base = Fraction(1, FPS)
+            for packet in video.encode(frame.reformat(format="yuv420p")):
+                container.mux(packet)
+        samples = 1024
+        for n in range(seconds * 44100 // samples):
+            sound = av.AudioFrame(format="s16", layout="mono", samples=samples)
+            tone = bytearray()
+            for s in range(samples):
+                t = (n * samples + s) / 44100
+                tone += int(6000 * math.sin(2 * math.pi * 440 * t)).to_bytes(2, "little", signed=True)
+            sound.planes[0].update(bytes(tone))
+            sound.sample_rate = 44100
+            sound.pts = n * samples
+            sound.time_base = Fraction(1, 44100)
+            for packet in audio.encode(sound):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        for packet in audio.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path

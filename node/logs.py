@@ -1,0 +1,40 @@
+"""Structured logging: one ``key=value`` line per event on stderr, warnings only by default.
+
+``-v`` shows info, ``-vv`` debug; ``MEDIANODE_LOG=debug|info|warning`` does the same
+for processes started without the CLI flags (a service manager, tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        fields = [
+            f"ts={stamp}Z",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={record.getMessage()!r}",
+        ]
+        for key, value in getattr(record, "fields", {}).items():
+            fields.append(f"{key}={value!r}")
+        if record.exc_info:
+            fields.append(f"exc={self.formatException(record.exc_info)!r}")
+        return " ".join(fields)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    env = os.environ.get("MEDIANODE_LOG", "").upper()
+    if env in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        level = min(level, getattr(logging, env))
+    handler = logging.StreamHandler()
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger("medianode")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

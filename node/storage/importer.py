@@ -1,0 +1,164 @@
+"""Turn files and directory trees into UnixFS blocks, the way kubo does.
+
+``kubo add --cid-version=1 --raw-leaves --chunker=size-N`` cuts a file into
+fixed-size raw leaves and builds a balanced tree of dag-pb file nodes with
+at most 174 links each; a file of one chunk is the raw leaf itself. The
+builder below streams: it holds at most 174 pending children per tree
+level, so memory does not grow with the file. Blocks go to a ``BlockSink``
+(the store's pack writer in practice) as soon as they exist.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
+
+from .cid import CID, RAW
+from .unixfs import Child, directory_node, file_node, symlink_node
+
+DEFAULT_CHUNK_SIZE = 262144
+MAX_CHUNK_SIZE = 1048576
+MAX_LINKS = 174
+# kubo switches a directory to a HAMT shard above this estimated node size;
+# we refuse such directories rather than produce a CID kubo would not.
+DIRECTORY_SHARD_THRESHOLD = 262144
+
+Progress = Callable[[int], None]
+
+
+class UnsupportedInputError(ValueError):
+    """Input that cannot be imported (bad chunk size, unsupported file type, ...)."""
+
+
+class BlockSink(Protocol):
+    def put_leaf(self, cid: CID, data: memoryview) -> None: ...
+
+    def put_node(self, cid: CID, data: bytes) -> None: ...
+
+
+def check_chunk_size(chunk_size: int) -> None:
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise UnsupportedInputError(f"chunk size must be between 1 and {MAX_CHUNK_SIZE} bytes, got {chunk_size}")
+
+
+class BalancedFileBuilder:
+    """Builds one file's balanced DAG from its leaves, in order."""
+
+    def __init__(self, sink: BlockSink) -> None:
+        self._sink = sink
+        self._pending: list[list[Child]] = [[]]
+        self._counts: list[int] = [0]
+
+    def add_leaf(self, data: memoryview) -> None:
+        cid = CID.for_block(RAW, data)
+        self._sink.put_leaf(cid, data)
+        self._push(0, Child(cid, len(data), len(data)))
+
+    def _push(self, level: int, child: Child) -> None:
+        if level == len(self._pending):
+            self._pending.append([])
+            self._counts.append(0)
+        self._pending[level].append(child)
+        self._counts[level] += 1
+        if len(self._pending[level]) == MAX_LINKS:
+            self._flush(level)
+
+    def _flush(self, level: int) -> None:
+        block, child = file_node(self._pending[level])
+        self._sink.put_node(child.cid, block)
+        self._pending[level] = []
+        self._push(level + 1, child)
+
+    def finish(self) -> Child:
+        if self._counts[0] == 0:
+            self.add_leaf(memoryview(b""))
+        level = 0
+        while True:
+            top = level == len(self._pending) - 1
+            if top and self._counts[level] == 1:
+                return self._pending[level][0]
+            if self._pending[level]:
+                self._flush(level)
+            level += 1
+
+
+def import_stream(
+    source: BinaryIO, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None
+) -> Child:
+    """Chunk ``source`` to its end; return the root. Reads into one reused buffer."""
+    check_chunk_size(chunk_size)
+    builder = BalancedFileBuilder(sink)
+    buf = bytearray(chunk_size)
+    view = memoryview(buf)
+    while True:
+        filled = 0
+        while filled < chunk_size:
+            got = source.readinto(view[filled:])  # type: ignore[attr-defined]
+            if not got:
+                break
+            filled += got
+        if filled == 0:
+            break
+        builder.add_leaf(view[:filled])
+        if progress is not None:
+            progress(filled)
+        if filled < chunk_size:
+            break
+    return builder.finish()
+
+
+def import_file(
+    path: str, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None
+) -> Child:
+    with open(path, "rb", buffering=0) as source:
+        return import_stream(source, sink, chunk_size, progress)
+
+
+def tree_size(path: str, hidden: bool = False) -> int:
+    """Total bytes of the regular files ``import_tree`` would read (for progress bars and quotas)."""
+    info = os.lstat(path)
+    if stat.S_ISREG(info.st_mode):
+        return info.st_size
+    total = 0
+    if stat.S_ISDIR(info.st_mode):
+        for entry in os.scandir(path):
+            if hidden or not entry.name.startswith("."):
+                total += tree_size(entry.path, hidden)
+    return total
+
+
+def import_tree(
+    path: str,
+    sink: BlockSink,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    hidden: bool = False,
+    progress: Progress | None = None,
+) -> Child:
+    """Import a file, symlink or directory tree (kubo ``add -r``: dotfiles skipped unless ``hidden``)."""
+    check_chunk_size(chunk_size)
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        block, child = symlink_node(os.readlink(path))
+        sink.put_node(child.cid, block)
+        return child
+    if stat.S_ISREG(info.st_mode):
+        return import_file(path, sink, chunk_size, progress)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsupportedInputError(f"{path}: not a regular file, directory or symlink")
+    entries: dict[str, Child] = {}
+    estimate = 0
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        if not hidden and entry.name.startswith("."):
+            continue
+        child = import_tree(entry.path, sink, chunk_size, hidden, progress)
+        entries[entry.name] = child
+        estimate += len(entry.name.encode("utf-8")) + len(bytes(child.cid))
+    if estimate > DIRECTORY_SHARD_THRESHOLD:
+        raise UnsupportedInputError(
+            f"{path}: directory too large for a flat UnixFS node (HAMT sharding is not supported)"
+        )
+    block, child = directory_node(entries)
+    sink.put_node(child.cid, block)
+    return child

@@ -1,0 +1,111 @@
+"""The embedded index: where each block lives, DAG links, pins, roots and last access.
+
+SQLite in WAL mode with ``synchronous=FULL``: a committed transaction
+survives ``kill -9`` and power loss, and an interrupted one leaves nothing.
+Rows only ever point into packs that were sealed (fsynced and renamed)
+before the transaction that adds them.
+
+Tables:
+- ``packs``: every sealed pack file and its size on disk.
+- ``blocks``: CID (CIDv1 bytes) -> pack, offset, stored length, raw size, flags (zstd).
+- ``links``: parent -> child CIDs of every stored dag-pb node, so reachability
+  (pins, GC, completeness) is a recursive query, never a re-parse. The number
+  of parents of a block is its reference count.
+- ``pins``: recursive pins.
+- ``roots``: what was added, imported or fetched as a whole, with last access:
+  the unit the quota's LRU eviction removes.
+- ``quarantine``: blocks ``verify`` or a hashed read found corrupt.
+- ``meta``: ``generation``, bumped whenever a block moves or disappears, so
+  in-memory layouts computed from older rows are dropped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS packs (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    cid BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL REFERENCES packs(id),
+    offset INTEGER NOT NULL,
+    length INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    flags INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blocks_by_pack ON blocks(pack, offset);
+CREATE TABLE IF NOT EXISTS links (
+    parent BLOB NOT NULL,
+    child BLOB NOT NULL,
+    PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS links_by_child ON links(child);
+CREATE TABLE IF NOT EXISTS pins (
+    cid BLOB PRIMARY KEY,
+    name TEXT,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS roots (
+    cid BLOB PRIMARY KEY,
+    name TEXT,
+    size INTEGER NOT NULL,
+    added REAL NOT NULL,
+    last_access REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS roots_by_access ON roots(last_access);
+CREATE TABLE IF NOT EXISTS quarantine (
+    cid BLOB NOT NULL,
+    found REAL NOT NULL,
+    reason TEXT NOT NULL,
+    path TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', 0);
+"""
+
+FLAG_ZSTD = 1
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"index {path} is from a newer medianode (schema {version})")
+    conn.executescript(SCHEMA)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return conn
+
+
+LIVE_FROM_PINS = """
+WITH RECURSIVE live(cid) AS (
+    SELECT cid FROM pins
+    UNION SELECT links.child FROM links JOIN live ON links.parent = live.cid
+)
+"""
+
+LIVE_FROM_PINS_AND_ROOTS = """
+WITH RECURSIVE live(cid) AS (
+    SELECT cid FROM pins UNION SELECT cid FROM roots
+    UNION SELECT links.child FROM links JOIN live ON links.parent = live.cid
+)
+"""
+
+DAG_OF = """
+WITH RECURSIVE dag(cid) AS (
+    VALUES(?)
+    UNION SELECT links.child FROM links JOIN dag ON links.parent = dag.cid
+)
+"""
