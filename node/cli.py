@@ -195,7 +195,6 @@ def _get_tree(store: BlockStore, cid: CID, kind: str, target: Path, tick: Callab
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         written = store.copy_to_fd(cid, fd, tick)
-        os.fsync(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)

@@ -5,7 +5,8 @@ fixed-size raw leaves and builds a balanced tree of dag-pb file nodes with
 at most 174 links each; a file of one chunk is the raw leaf itself. The
 builder below streams: it holds at most 174 pending children per tree
 level, so memory does not grow with the file. Blocks go to a ``BlockSink``
-(the store's pack writer in practice) as soon as they exist.
+(the store's pack writer in practice) as soon as they exist; each leaf is a
+fresh ``bytes`` object, so a sink may keep it and write it later.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class UnsupportedInputError(ValueError):
 
 
 class BlockSink(Protocol):
-    def put_leaf(self, cid: CID, data: memoryview) -> None: ...
+    def put_leaf(self, cid: CID, data: bytes) -> None: ...
 
     def put_node(self, cid: CID, data: bytes) -> None: ...
 
@@ -51,7 +52,7 @@ class BalancedFileBuilder:
         self._pending: list[list[Child]] = [[]]
         self._counts: list[int] = [0]
 
-    def add_leaf(self, data: memoryview) -> None:
+    def add_leaf(self, data: bytes) -> None:
         cid = CID.for_block(RAW, data)
         self._sink.put_leaf(cid, data)
         self._push(0, Child(cid, len(data), len(data)))
@@ -73,7 +74,7 @@ class BalancedFileBuilder:
 
     def finish(self) -> Child:
         if self._counts[0] == 0:
-            self.add_leaf(memoryview(b""))
+            self.add_leaf(b"")
         level = 0
         while True:
             top = level == len(self._pending) - 1
@@ -87,24 +88,22 @@ class BalancedFileBuilder:
 def import_stream(
     source: BinaryIO, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: Progress | None = None
 ) -> Child:
-    """Chunk ``source`` to its end; return the root. Reads into one reused buffer."""
+    """Chunk ``source`` to its end; return the root."""
     check_chunk_size(chunk_size)
     builder = BalancedFileBuilder(sink)
-    buf = bytearray(chunk_size)
-    view = memoryview(buf)
     while True:
-        filled = 0
-        while filled < chunk_size:
-            got = source.readinto(view[filled:])  # type: ignore[attr-defined]
-            if not got:
+        chunk = source.read(chunk_size)
+        while chunk and len(chunk) < chunk_size:  # a pipe or socket may return less than asked
+            more = source.read(chunk_size - len(chunk))
+            if not more:
                 break
-            filled += got
-        if filled == 0:
+            chunk += more
+        if not chunk:
             break
-        builder.add_leaf(view[:filled])
+        builder.add_leaf(chunk)
         if progress is not None:
-            progress(filled)
-        if filled < chunk_size:
+            progress(len(chunk))
+        if len(chunk) < chunk_size:
             break
     return builder.finish()
 

@@ -10,8 +10,10 @@ synchronous and thread-safe, so trio code calls it through
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import queue
 import sqlite3
 import threading
 import time
@@ -38,6 +40,10 @@ Progress = Callable[[int], None]
 COMPRESSION_SAMPLE = 16384
 SAMPLE_RATIO = 0.85
 KEEP_RATIO = 0.9
+# The pack writer thread starts writeback every so many bytes, spreading the flush over the import.
+WRITEBACK_EVERY = 8 * 1024 * 1024
+# Blocks waiting for the writer thread: bounds an import's memory to about 32 chunks.
+WRITE_QUEUE_BLOCKS = 32
 # Packs that are less than half live are rewritten by gc.
 COMPACT_BELOW = 0.5
 LAYOUT_CACHE_LEAVES = 262144
@@ -144,30 +150,65 @@ class ImportBatch:
 
     Nothing is visible to readers until ``commit``; ``abort`` (or an exception
     inside ``BlockStore.batch``) leaves the store exactly as it was.
+
+    The caller's thread hashes; a writer thread owned by the batch (started
+    here, joined by ``commit``/``abort``) compresses and writes, so an import
+    uses both cores and runs at about hashing speed. Both release the GIL for
+    their heavy work (OpenSSL, zstd, ``write``).
     """
 
     def __init__(self, store: BlockStore) -> None:
         self._store = store
         self._writer = PackWriter(store.packs.directory)
         self._rows: dict[bytes, tuple[int, int, int, int]] = {}
+        self._seen: set[bytes] = set()
         self._links: list[tuple[bytes, bytes]] = []
         self.bytes_in = 0
+        self._queue: queue.Queue[tuple[bytes, bytes | memoryview] | None] = queue.Queue(WRITE_QUEUE_BLOCKS)
+        self._failure: OSError | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._write_loop, name="medianode-pack-writer", daemon=True
+        )
+        self._thread.start()
+
+    def _write_loop(self) -> None:
+        synced = 0
+        while (item := self._queue.get()) is not None:
+            if self._failure is not None:
+                continue  # keep draining so the producer never blocks on a dead writer
+            key, data = item
+            try:
+                stored, flags = self._store.codec.encode(data)
+                offset = self._writer.append(stored)
+                self._rows[key] = (offset, len(stored), len(data), flags)
+                if self._writer.size - synced >= WRITEBACK_EVERY:
+                    self._writer.start_writeback(synced, self._writer.size - synced)
+                    synced = self._writer.size
+            except OSError as exc:
+                self._failure = exc
+
+    def _finish_writes(self) -> None:
+        """Wait for every queued block to be written; raise what the writer hit."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._failure is not None:
+            raise _os_error(self._failure, "writing a pack") from self._failure
 
     def _put(self, cid: CID, data: bytes | memoryview) -> None:
         key = bytes(cid.to_v1())
-        if key in self._rows or cid.is_identity:
+        if key in self._seen or cid.is_identity:
             return
+        if self._failure is not None:
+            raise _os_error(self._failure, "writing a pack") from self._failure
+        self._seen.add(key)
         for child in child_links(cid, data):
             self._links.append((key, child))
-        stored, flags = self._store.codec.encode(data)
-        try:
-            offset = self._writer.append(stored)
-        except OSError as exc:
-            raise _os_error(exc, "writing a pack") from exc
-        self._rows[key] = (offset, len(stored), len(data), flags)
+        self._queue.put((key, data))
         self.bytes_in += len(data)
 
-    def put_leaf(self, cid: CID, data: memoryview) -> None:
+    def put_leaf(self, cid: CID, data: bytes) -> None:
         self._put(cid, data)
 
     def put_node(self, cid: CID, data: bytes) -> None:
@@ -180,16 +221,20 @@ class ImportBatch:
         self._put(cid, data)
 
     def __contains__(self, cid: CID) -> bool:
-        return bytes(cid.to_v1()) in self._rows
+        return bytes(cid.to_v1()) in self._seen
 
     def commit(self, roots: Sequence[CID] = (), name: str | None = None, size: int = 0, pin: bool = False) -> None:
         """Seal the pack and make the blocks, the roots and (with ``pin``) their pins visible at once."""
         store = self._store
         try:
+            self._finish_writes()
             self._writer.seal()
         except OSError as exc:
             self._writer.abort()
             raise _os_error(exc, "sealing a pack") from exc
+        except StoreError:
+            self._writer.abort()
+            raise
         used_pack = False
         try:
             with store._transaction() as db:
@@ -239,6 +284,8 @@ class ImportBatch:
         return bool(self._rows and missing)
 
     def abort(self) -> None:
+        with contextlib.suppress(StoreError):  # the import failed already; the pack goes either way
+            self._finish_writes()
         self._writer.abort()
 
 
@@ -686,8 +733,8 @@ class BlockStore:
                 rows = self.db.execute(
                     "SELECT cid, offset, length FROM blocks WHERE pack = ? ORDER BY offset", (pack_id,)
                 ).fetchall()
-            with self.batch() as batch:
-                writer = batch._writer
+            writer = PackWriter(self.packs.directory)
+            try:
                 moved = [(writer.append(self.packs.pread(name, off, length)), cid, off) for cid, off, length in rows]
                 writer.seal()
                 with self._transaction():
@@ -702,7 +749,10 @@ class BlockStore:
                     if not still:
                         self.db.execute("DELETE FROM packs WHERE id = ?", (pack_id,))
                     self._bump_generation()
-                writer.release()
+            except BaseException:
+                writer.abort()
+                raise
+            writer.release()
             if not still:
                 self.packs.unlink(name)
         return len(sparse)
