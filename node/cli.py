@@ -114,26 +114,89 @@ def cmd_add(args: argparse.Namespace, out: Output) -> None:
         with out.progress(tree_size(path, args.hidden), f"add {name}") as tick:
             root = store.add_path(path, chunk_size, pin=not args.no_pin, hidden=args.hidden, name=name, progress=tick)
     size = root.content_size if root.cid.codec == 0x55 or root.content_size else store.stat(root.cid).size
+    url = gateway_url(config, root.cid)
     out.result(
-        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin},
-        f"added {root.cid} {name}",
+        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url},
+        f"added {root.cid} {name}\n{url}",
     )
 
 
-def cmd_demo(args: argparse.Namespace, out: Output) -> None:
+def gateway_url(config: NodeConfig, cid: CID) -> str:
+    return f"{config.gateway.base_url()}/ipfs/{cid}"
+
+
+def add_demo_clip(config: NodeConfig, store: BlockStore) -> tuple[CID, int]:
     from .demo import make_demo_clip
 
-    config, store = open_store(args)
     clip = config.data_dir / "demo" / "medianode-demo.mp4"
     clip.parent.mkdir(exist_ok=True)
     if not clip.exists():
         make_demo_clip(clip)
     root = store.add_path(str(clip), config.chunk_size, pin=True, name=clip.name)
+    return root.cid, root.content_size
+
+
+def cmd_demo(args: argparse.Namespace, out: Output) -> None:
+    config, store = open_store(args)
+    cid, size = add_demo_clip(config, store)
     out.result(
-        {"cid": str(root.cid), "size": root.content_size, "name": clip.name, "data_dir": str(config.data_dir)},
-        f"node ready at {config.data_dir}\nadded demo clip {clip.name} ({root.content_size} bytes)\n"
-        f"cid: {root.cid}\nget it back: medianode get {root.cid} -o demo.mp4",
+        {"cid": str(cid), "size": size, "url": gateway_url(config, cid), "data_dir": str(config.data_dir)},
+        f"added demo clip ({size} bytes): {cid}\nserve it with: medianode serve, then open {gateway_url(config, cid)}",
     )
+
+
+def cmd_serve(args: argparse.Namespace, out: Output) -> None:
+    import trio
+
+    from .config import parse_listen
+    from .daemon import run_node, with_listen
+
+    config = with_listen(load(args.data_dir), parse_listen(args.gateway) if args.gateway else None)
+    demo: tuple[CID, int] | None = None
+    if args.demo:
+        store = BlockStore(config.data_dir / "store", config.store)
+        demo = add_demo_clip(config, store)
+        store.close()
+
+    def ready(base: str) -> None:
+        info: dict[str, Any] = {"gateway": base, "data_dir": str(config.data_dir)}
+        lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID"]
+        if demo is not None:
+            info["demo"] = {"cid": str(demo[0]), "url": f"{base}/ipfs/{demo[0]}"}
+            lines.append(f"demo clip: {base}/ipfs/{demo[0]}")
+        lines.append("stop with Ctrl-C")
+        out.result(info, "\n".join(lines))
+        sys.stdout.flush()
+
+    trio.run(run_node, config, ready)
+
+
+def cmd_token(args: argparse.Namespace, out: Output) -> None:
+    from .gateway.tokens import TokenError, TokenStore
+
+    config = load(args.data_dir)
+    tokens = TokenStore(config.data_dir / "gateway.sqlite")
+    try:
+        if args.token_command == "create":
+            limit = parse_size(args.limit) if args.limit else 0
+            token = tokens.create(args.name, limit)
+            out.result(
+                {"name": args.name, "limit": limit, "token": token},
+                f"created token {args.name!r}; it is shown only now:\n{token}",
+            )
+        elif args.token_command == "revoke":
+            tokens.revoke(args.name)
+            out.result({"name": args.name, "revoked": True}, f"revoked token {args.name!r}")
+        else:
+            listed = tokens.list()
+            out.result(
+                {"tokens": [{"name": t.name, "created": t.created, "limit": t.limit, "used": t.used} for t in listed]},
+                "\n".join(f"{t.name} used {t.used} of {t.limit or 'unlimited'}" for t in listed),
+            )
+    except TokenError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        tokens.close()
 
 
 def _resolve(store: BlockStore, target: str) -> CID:
@@ -360,6 +423,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name to record (default: the file name)")
 
     command("demo", cmd_demo, "make a short demo clip and add it")
+
+    p = command("serve", cmd_serve, "run the node (HTTP gateway) until Ctrl-C or SIGTERM")
+    p.add_argument("--gateway", metavar="HOST:PORT", help="gateway address (default from config: 127.0.0.1:8080)")
+    p.add_argument("--demo", action="store_true", help="add a demo clip first and print its URL")
+
+    p = command("token", cmd_token, "manage upload tokens for the write API")
+    token_sub = p.add_subparsers(dest="token_command", required=True, metavar="create|revoke|ls")
+    q = token_sub.add_parser("create", parents=[common], help="create a token (printed once, on the last line)")
+    q.add_argument("--name", required=True, help="who the token is for, e.g. the instance's host name")
+    q.add_argument("--limit", help="total bytes this token may upload, e.g. 50GiB (default: no limit)")
+    q = token_sub.add_parser("revoke", parents=[common], help="revoke a token")
+    q.add_argument("name")
+    token_sub.add_parser("ls", parents=[common], help="list tokens")
 
     p = command("cat", cmd_cat, "write a file's bytes to stdout")
     p.add_argument("cid", help="CID or CID/path")

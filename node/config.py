@@ -30,6 +30,16 @@ quota = "{quota}"
 hash_on_read = false
 # Chunk size for new files: 262144 (kubo's default) or 1048576.
 chunk_size = {chunk_size}
+
+[gateway]
+# Where the HTTP gateway listens (medianode serve --gateway overrides it).
+listen = "127.0.0.1:8080"
+# The base of the URLs handed to other servers (in attachments). Behind a
+# reverse proxy set it to the public https address, e.g. "https://media.example".
+# Empty: http://LISTEN.
+public_url = ""
+# Largest single upload through the write API.
+max_upload = "4GiB"
 """
 
 _UNITS = {
@@ -70,10 +80,36 @@ def default_data_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class GatewayConfig:
+    listen: tuple[str, int]
+    public_url: str
+    max_upload: int
+
+    def base_url(self) -> str:
+        """Where this node's gateway is reached: ``public_url``, else the listen address."""
+        host, port = self.listen
+        return self.public_url or f"http://{url_host(host)}:{port}"
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
     store: StoreConfig
     chunk_size: int
+    gateway: GatewayConfig
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) into a host and a port."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
+
+
+def url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
@@ -96,6 +132,12 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             quota=parse_size(quota if quota is not None else storage.get("quota", "10GiB")),
             hash_on_read=bool(storage.get("hash_on_read", False)),
         )
+        section = raw.get("gateway", {})
+        listen = parse_listen(str(section.get("listen", "127.0.0.1:8080")))
+        public_url = str(section.get("public_url", "")).rstrip("/")
+        if public_url and not public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"gateway.public_url must start with http:// or https://, got {public_url!r}")
+        gateway = GatewayConfig(listen, public_url, parse_size(section.get("max_upload", "4GiB")))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return NodeConfig(data_dir, store, chunk_size)
+    return NodeConfig(data_dir, store, chunk_size, gateway)

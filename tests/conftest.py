@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +93,39 @@ class Node:
 @pytest.fixture
 def node(tmp_path: Path) -> Node:
     return Node(tmp_path / "node")
+
+
+class Served:
+    """A real ``medianode serve`` process on 127.0.0.1 with a free port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.node = Node(data_dir)
+        env = {**os.environ, "MEDIANODE_DATA": str(data_dir)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"serve did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+        self.url: str = json.loads(line)["gateway"]
+
+    def stop(self, sig: int = 15, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "served")
+    yield server
+    code = server.stop()
+    assert code == 0, f"serve exited with {code} on SIGTERM"

@@ -11,6 +11,7 @@ fresh ``bytes`` object, so a sink may keep it and write it later.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -106,6 +107,37 @@ def import_stream(
         if len(chunk) < chunk_size:
             break
     return builder.finish()
+
+
+class ChunkFeeder:
+    """Push-style import for bytes that arrive in pieces (an HTTP body): feed, then finish.
+
+    Also keeps the SHA-256 of the whole content, which ActivityPub attachments
+    carry as their digest.
+    """
+
+    def __init__(self, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        check_chunk_size(chunk_size)
+        self._builder = BalancedFileBuilder(sink)
+        self._chunk_size = chunk_size
+        self._pending = bytearray()
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def feed(self, data: bytes) -> None:
+        self._digest.update(data)
+        self.size += len(data)
+        self._pending += data
+        while len(self._pending) >= self._chunk_size:
+            self._builder.add_leaf(bytes(self._pending[: self._chunk_size]))
+            del self._pending[: self._chunk_size]
+
+    def finish(self) -> tuple[Child, bytes]:
+        """Return the root and the SHA-256 digest of everything fed."""
+        if self._pending:
+            self._builder.add_leaf(bytes(self._pending))
+            self._pending.clear()
+        return self._builder.finish(), self._digest.digest()
 
 
 def import_file(

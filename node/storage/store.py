@@ -460,7 +460,9 @@ class BlockStore:
     def file_size(self, root: CID) -> int:
         return self.layout(root)[0].size
 
-    def read_range(self, root: CID, offset: int = 0, length: int | None = None) -> Iterator[bytes]:
+    def read_range(
+        self, root: CID, offset: int = 0, length: int | None = None, piece_size: int = 4 * 1024 * 1024
+    ) -> Iterator[bytes]:
         """Yield the bytes of [offset, offset+length) of the file at ``root``, touching only its leaves."""
         file_layout, locations = self.layout(root)
         if length is None:
@@ -468,7 +470,7 @@ class BlockStore:
         verify = self.config.hash_on_read
         for step in plan_reads(file_layout, offset, length, locations):
             if isinstance(step, PackRun) and not verify:
-                yield from self._read_run(step)
+                yield from self._read_run(step, piece_size)
             elif isinstance(step, PackRun):
                 yield from self._read_verified_run(file_layout, step, offset, length, locations)
             else:

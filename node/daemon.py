@@ -1,0 +1,75 @@
+"""``medianode serve``: the node's layers composed in one trio nursery.
+
+The gateway (Hypercorn's trio worker running the Starlette app) runs until
+SIGINT or SIGTERM; then Hypercorn stops accepting, finishes or cancels
+in-flight requests within its graceful timeout, and the store is closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import replace
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from .config import NodeConfig, url_host
+from .gateway.app import GatewaySettings, build_app
+from .gateway.metrics import Metrics
+from .gateway.tokens import TokenStore
+from .storage.store import BlockStore
+
+log = logging.getLogger("medianode.daemon")
+
+
+def gateway_settings(config: NodeConfig) -> GatewaySettings:
+    return GatewaySettings(config.gateway.base_url(), config.gateway.max_upload, config.data_dir, config.chunk_size)
+
+
+async def run_node(config: NodeConfig, on_ready: Callable[[str], None]) -> None:
+    """Serve until SIGINT/SIGTERM. ``on_ready`` gets the gateway's base URL once it listens."""
+    store = BlockStore(config.data_dir / "store", config.store)
+    tokens = TokenStore(config.data_dir / "gateway.sqlite")
+    host, port = config.gateway.listen
+    hyper = HypercornConfig()
+    hyper.bind = [f"{url_host(host)}:{port}"]
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("medianode.http")
+    hyper.graceful_timeout = 5.0
+    hyper.keep_alive_timeout = 75.0
+    hyper.h11_max_incomplete_size = 64 * 1024
+    settings = gateway_settings(config)
+    try:
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+
+            async def wait_for_signal() -> None:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+                        stop.set()
+                        return
+
+            nursery.start_soon(wait_for_signal)
+            app = build_app(store, settings, Metrics(), tokens)
+            binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
+                app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
+            ))  # fmt: skip
+            base = binds[0].rstrip("/")
+            if not config.gateway.public_url:
+                settings.public_url = base  # the port actually bound, also when 0 was asked for
+            on_ready(base)
+            await stop.wait()
+            nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
+    finally:
+        tokens.close()
+        store.close()
+
+
+def with_listen(config: NodeConfig, listen: tuple[str, int] | None) -> NodeConfig:
+    if listen is None:
+        return config
+    return replace(config, gateway=replace(config.gateway, listen=listen))

@@ -1,0 +1,395 @@
+"""The HTTP gateway: path and trustless gateway (read), write API, metrics.
+
+Read side, following ipfs/specs path-gateway.md and trustless-gateway.md:
+``GET``/``HEAD /ipfs/{cid}[/path]`` serves UnixFS files (with single Range
+requests), directory listings, raw blocks (``?format=raw`` or ``Accept:
+application/vnd.ipld.raw``) and CAR streams (``?format=car``, with
+``dag-scope`` and ``entity-bytes``). Bad input is answered with a 4xx and
+a one-line plain-text reason; content the node lacks is a 404.
+
+File bytes are streamed piece by piece from the store in a worker thread, so
+a range costs the blocks under it and the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..storage.car import encode_header, write_block
+from ..storage.cid import CID, DAG_PB, RAW, CIDError
+from ..storage.dagpb import DagPBError
+from ..storage.errors import BlockNotFound, CorruptBlock, StoreError
+from ..storage.store import BlockStore
+from ..storage.unixfs import NodeType, UnixFSError, decode_unixfs
+from .mediatype import SNIFF_BYTES, sniff
+from .metrics import ASGIApp, Metrics
+from .ranges import RangeError, parse_range
+from .trustless import EntityBytes, TrustlessParamError, car_blocks
+
+log = logging.getLogger("medianode.gateway")
+
+IMMUTABLE = "public, max-age=29030400, immutable"
+RAW_TYPE = "application/vnd.ipld.raw"
+CAR_TYPE = "application/vnd.ipld.car"
+CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
+MAX_PATH = 4096
+PIECE = 1024 * 1024
+# Accept values that name IPLD response formats we do not produce.
+UNSUPPORTED_FORMATS = {
+    "application/vnd.ipld.dag-json", "application/vnd.ipld.dag-cbor", "application/json", "application/cbor",
+    "application/x-tar", "application/vnd.ipfs.ipns-record",
+}  # fmt: skip
+
+
+@dataclass
+class GatewaySettings:
+    public_url: str  # what URLs handed to other servers start with, e.g. https://media.example
+    max_upload: int  # bytes per upload
+    data_dir: Path
+    chunk_size: int = 262144
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HTTPProblem(Exception):
+    """An error answer: status, one-line reason, extra headers."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+
+
+def problem_response(exc: HTTPProblem, as_json: bool = False) -> Response:
+    if as_json:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"error": exc.reason}, status_code=exc.status, headers=exc.headers)
+    return PlainTextResponse(exc.reason + "\n", status_code=exc.status, headers=exc.headers)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    root: CID
+    path: list[str]
+    cids: list[CID]  # root .. terminal
+
+    @property
+    def terminal(self) -> CID:
+        return self.cids[-1]
+
+    @property
+    def ipfs_path(self) -> str:
+        return "/ipfs/" + "/".join([str(self.root), *(urllib.parse.quote(p) for p in self.path)])
+
+
+def parse_ipfs_path(raw: str) -> tuple[CID, list[str]]:
+    """Split ``{cid}/a/b`` into a CID and safe path segments, or raise HTTPProblem(400)."""
+    if len(raw) > MAX_PATH:
+        raise HTTPProblem(414, f"path longer than {MAX_PATH} characters")
+    head, _, rest = raw.partition("/")
+    if not head:
+        raise HTTPProblem(400, "missing CID after /ipfs/")
+    try:
+        cid = CID.parse(head)
+    except CIDError as exc:
+        raise HTTPProblem(400, f"invalid CID {head[:80]!r}: {exc}") from None
+    segments = [s for s in rest.split("/") if s]
+    for segment in segments:
+        if segment in (".", "..") or "\\" in segment or "\0" in segment:
+            raise HTTPProblem(400, f"invalid path segment {segment!r}")
+    return cid, segments
+
+
+def resolve(store: BlockStore, cid: CID, segments: list[str]) -> Resolved:
+    cids = [cid]
+    current = cid
+    for index, name in enumerate(segments):
+        if current.codec != DAG_PB:
+            raise HTTPProblem(404, f"{'/'.join(segments[:index]) or current} is a file: no {name!r} inside it")
+        node, data = decode_unixfs(store.get_block(current))
+        if data.type != NodeType.DIRECTORY:
+            raise HTTPProblem(404, f"no {name!r} under {current}: not a directory")
+        match = next((link.cid for link in node.links if link.name == name), None)
+        if match is None:
+            raise HTTPProblem(404, f"no {name!r} in directory {current}")
+        cids.append(match)
+        current = match
+    return Resolved(cid, segments, cids)
+
+
+def choose_format(request: Request) -> str | None:
+    """``raw``, ``car`` or None (a deserialized response), from ?format= and Accept."""
+    explicit = request.query_params.get("format")
+    if explicit is not None:
+        if explicit not in ("raw", "car"):
+            raise HTTPProblem(400, f"unsupported format {explicit!r} (this gateway serves raw and car)")
+        return explicit
+    accept = request.headers.get("accept", "")
+    ranges = []
+    for part in accept.split(","):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    q = float(param[2:])
+                except ValueError:
+                    q = 0.0
+        if media and q > 0:
+            ranges.append((q, media.lower(), params))
+    ranges.sort(key=lambda r: -r[0])
+    for _, media, params in ranges:
+        if media == RAW_TYPE:
+            return "raw"
+        if media == CAR_TYPE:
+            for param in params:
+                if param.startswith("version=") and param != "version=1":
+                    raise HTTPProblem(406, "only CAR version 1 is served")
+            return "car"
+    if ranges and all(
+        media in UNSUPPORTED_FORMATS or media.startswith("application/vnd.ipld.") for _, media, _ in ranges
+    ):
+        raise HTTPProblem(406, f"none of the accepted types can be served: {accept[:200]}")
+    return None
+
+
+def filename_param(request: Request) -> str | None:
+    """``?filename=`` decoded strictly as UTF-8 (a non-UTF-8 name is a 400, not mojibake)."""
+    raw_query: str = request.scope.get("query_string", b"").decode("latin-1")
+    for key, value in urllib.parse.parse_qsl(raw_query, keep_blank_values=True, encoding="latin-1"):
+        if key == "filename":
+            try:
+                name: str = value.encode("latin-1").decode("utf-8")
+            except UnicodeDecodeError:
+                raise HTTPProblem(400, "filename is not valid UTF-8") from None
+            if any(c in name for c in '\r\n\0/"\\') or len(name) > 255:
+                raise HTTPProblem(400, "filename must not contain quotes, slashes or control characters")
+            return name
+    return None
+
+
+def content_disposition(kind: str, name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
+
+
+class Gateway:
+    def __init__(self, store: BlockStore, settings: GatewaySettings, metrics: Metrics) -> None:
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+
+    async def run_sync(self, func: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args)
+
+    async def ipfs(self, request: Request) -> Response:
+        try:
+            return await self._ipfs(request)
+        except HTTPProblem as exc:
+            return problem_response(exc)
+        except BlockNotFound as exc:
+            return problem_response(HTTPProblem(404, str(exc)))
+        except CorruptBlock as exc:
+            log.warning("corrupt block", extra={"fields": {"cid": str(exc.cid)}})
+            return problem_response(HTTPProblem(502, f"{exc}; it has been quarantined"))
+        except (UnixFSError, DagPBError) as exc:
+            return problem_response(HTTPProblem(502, f"stored DAG is not valid UnixFS: {exc}"))
+        except StoreError as exc:
+            return problem_response(HTTPProblem(500, str(exc)))
+
+    async def _ipfs(self, request: Request) -> Response:
+        raw_path = request.path_params["rest"]
+        cid, segments = parse_ipfs_path(raw_path)
+        fmt = choose_format(request)
+        resolved: Resolved = await self.run_sync(resolve, self.store, cid, segments)
+        common = {
+            "X-Ipfs-Path": resolved.ipfs_path,
+            "X-Ipfs-Roots": ",".join(str(c) for c in resolved.cids),
+            "Cache-Control": IMMUTABLE,
+        }
+        if fmt == "raw":
+            return await self._raw(request, resolved, common)
+        if fmt == "car":
+            return await self._car(request, resolved, common)
+        return await self._deserialized(request, resolved, common)
+
+    async def _raw(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+        cid = resolved.terminal
+        etag = f'"{cid}.raw"'
+        headers = {**headers, "ETag": etag, "X-Content-Type-Options": "nosniff", "Vary": "Accept"}
+        headers["Content-Disposition"] = content_disposition("attachment", filename_param(request) or f"{cid}.bin")
+        if _etag_matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        block: bytes = await self.run_sync(self.store.get_block, cid)
+        self.metrics.bytes_served.inc(len(block) if request.method == "GET" else 0)
+        body = b"" if request.method == "HEAD" else block
+        headers["Content-Length"] = str(len(block))
+        return Response(body, headers=headers, media_type=RAW_TYPE)
+
+    async def _car(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+        params = request.query_params
+        scope = params.get("dag-scope", "all")
+        try:
+            entity_bytes = EntityBytes.parse(params["entity-bytes"]) if "entity-bytes" in params else None
+            if entity_bytes is not None and scope != "entity":
+                raise TrustlessParamError("entity-bytes needs dag-scope=entity")
+            blocks = car_blocks(self.store.get_block, resolved.cids, scope, entity_bytes)
+        except TrustlessParamError as exc:
+            raise HTTPProblem(400, str(exc)) from None
+        etag = f'"{resolved.terminal}.car.{scope}.{params.get("entity-bytes", "")}"'
+        headers = {**headers, "ETag": etag, "X-Content-Type-Options": "nosniff", "Vary": "Accept"}
+        headers["Content-Disposition"] = content_disposition(
+            "attachment", filename_param(request) or f"{resolved.root}.car"
+        )
+        if _etag_matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            return Response(headers=headers, media_type=CAR_CONTENT_TYPE)
+        # The first block is fetched before answering, so a missing root is a 404, not a broken stream.
+        first = await self.run_sync(next, blocks, None)
+        return StreamingResponse(
+            self._car_stream(resolved.root, first, blocks), headers=headers, media_type=CAR_CONTENT_TYPE
+        )
+
+    async def _car_stream(
+        self, root: CID, first: tuple[CID, bytes] | None, rest: Iterator[tuple[CID, bytes]]
+    ) -> AsyncIterator[bytes]:
+        import io
+
+        header = encode_header([root])
+        from ..storage.cid import encode_varint
+
+        yield encode_varint(len(header)) + header
+        item = first
+        while item is not None:
+            out = io.BytesIO()
+            write_block(out, *item)
+            piece = out.getvalue()
+            self.metrics.bytes_served.inc(len(piece))
+            yield piece
+            item = await self.run_sync(next, rest, None)
+
+    async def _deserialized(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+        cid = resolved.terminal
+        if cid.codec not in (RAW, DAG_PB):
+            raise HTTPProblem(406, f"{cid} is {cid.codec_name}: ask for ?format=raw or ?format=car")
+        if cid.codec == DAG_PB:
+            node_type = await self.run_sync(self._node_type, cid)
+            if node_type == NodeType.DIRECTORY:
+                return await self._directory(request, resolved, headers)
+            if node_type not in (NodeType.FILE, NodeType.RAW):
+                raise HTTPProblem(406, f"{cid} is a UnixFS {node_type.name.lower()}: ask for ?format=raw")
+        return await self._file(request, resolved, headers)
+
+    def _node_type(self, cid: CID) -> NodeType:
+        return decode_unixfs(self.store.get_block(cid))[1].type
+
+    async def _file(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+        cid = resolved.terminal
+        etag = f'"{cid}"'
+        name = filename_param(request)
+        size: int = await self.run_sync(self.store.file_size, cid)
+        head = b"".join(await self.run_sync(lambda: list(self.store.read_range(cid, 0, SNIFF_BYTES))))
+        media_type = sniff(head, name or (resolved.path[-1] if resolved.path else None))
+        headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
+        if name is not None:
+            kind = "attachment" if request.query_params.get("download") == "true" else "inline"
+            headers["Content-Disposition"] = content_disposition(kind, name)
+        if _etag_matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        try:
+            byte_range = parse_range(request.headers.get("range"), size)
+        except RangeError as exc:
+            extra = {"Content-Range": f"bytes */{size}"} if exc.status == 416 else {}
+            raise HTTPProblem(exc.status, exc.message, extra) from None
+        await self.run_sync(self.store.touch, resolved.root)
+        status, start, length = 200, 0, size
+        if byte_range is not None:
+            status, start, length = 206, byte_range.start, byte_range.length
+            headers["Content-Range"] = byte_range.content_range(size)
+        headers["Content-Length"] = str(length)
+        if request.method == "HEAD":
+            return Response(status_code=status, headers=headers, media_type=media_type)
+        return StreamingResponse(
+            self._bytes(cid, start, length), status_code=status, headers=headers, media_type=media_type
+        )
+
+    async def _bytes(self, cid: CID, start: int, length: int) -> AsyncIterator[bytes]:
+        pieces = self.store.read_range(cid, start, length, piece_size=PIECE)
+        while True:
+            piece = await self.run_sync(next, pieces, None)
+            if piece is None:
+                return
+            self.metrics.bytes_served.inc(len(piece))
+            yield piece
+
+    async def _directory(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+        path = request.url.path
+        if not path.endswith("/"):
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(urllib.parse.quote(path) + "/" + query, status_code=301, headers=headers)
+        entries = await self.run_sync(self.store.ls, resolved.terminal)
+        index = next((e for e in entries if e.name == "index.html"), None)
+        if index is not None:
+            inner = Resolved(resolved.root, [*resolved.path, "index.html"], [*resolved.cids, index.cid])
+            return await self._file(request, inner, headers)
+        etag = f'"DirIndex-{resolved.terminal}"'
+        headers = {**headers, "ETag": etag}
+        if _etag_matches(request, etag):
+            return Response(status_code=304, headers=headers)
+        rows = "\n".join(
+            f'<tr><td><a href="{urllib.parse.quote(e.name)}{"/" if e.type == "directory" else ""}">'
+            f"{html.escape(e.name)}{'/' if e.type == 'directory' else ''}</a></td>"
+            f"<td>{e.size}</td><td><code>{e.cid}</code></td></tr>"
+            for e in entries
+        )
+        title = html.escape(resolved.ipfs_path)
+        body = (
+            f"<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body>"
+            f"<h1>Index of {title}</h1><table><tr><th>name</th><th>size</th><th>cid</th></tr>{rows}</table>"
+            "</body></html>"
+        )
+        if request.method == "HEAD":
+            return Response(headers=headers, media_type="text/html; charset=utf-8")
+        return Response(body, headers=headers, media_type="text/html; charset=utf-8")
+
+
+def _etag_matches(request: Request, etag: str) -> bool:
+    value = request.headers.get("if-none-match")
+    if not value:
+        return False
+    candidates = [v.strip().removeprefix("W/") for v in value.split(",")]
+    return "*" in candidates or etag in candidates
+
+
+def build_app(store: BlockStore, settings: GatewaySettings, metrics: Metrics, tokens: Any = None) -> ASGIApp:
+    """The ASGI application; ``tokens`` (a TokenStore) enables the write API."""
+    gateway = Gateway(store, settings, metrics)
+
+    async def missing_cid(request: Request) -> Response:
+        return problem_response(HTTPProblem(400, "missing CID after /ipfs/"))
+
+    routes = [
+        Route("/ipfs/", missing_cid, methods=["GET", "HEAD"]),
+        Route("/ipfs/{rest:path}", gateway.ipfs, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
+    ]
+    if tokens is not None:
+        from .api import api_routes
+
+        routes += api_routes(store, settings, metrics, tokens)
+    app = Starlette(routes=routes)
+    return metrics.wrap(app)

@@ -1,0 +1,88 @@
+"""Prometheus metrics for the gateway: requests, bytes served, uploads, and the store's size.
+
+Each application gets its own registry, so several nodes (or tests) in one
+process do not share counters. Store gauges are read when scraped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import anyio
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..storage.store import BlockStore
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+
+def route_label(path: str) -> str:
+    """A small fixed set of labels, so metrics never grow with the number of CIDs."""
+    for prefix, label in (("/ipfs/", "ipfs"), ("/api/v1/", "api"), ("/metrics", "metrics"), ("/watch/", "watch")):
+        if path.startswith(prefix):
+            return label
+    return "other"
+
+
+class StoreCollector(Collector):
+    def __init__(self, store: BlockStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stat = self.store.repo_stat()
+        yield GaugeMetricFamily("medianode_store_bytes", "Bytes of pack files on disk", value=stat.size)
+        yield GaugeMetricFamily("medianode_store_quota_bytes", "Configured quota (0: none)", value=stat.quota)
+        yield GaugeMetricFamily("medianode_store_blocks", "Blocks in the store", value=stat.blocks)
+        yield GaugeMetricFamily("medianode_store_pins", "Pinned roots", value=stat.pinned)
+        yield GaugeMetricFamily("medianode_store_pinned_bytes", "Bytes needed by pins", value=stat.pinned_bytes)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "medianode_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=self.registry
+        )
+        self.bytes_served = Counter("medianode_http_bytes_served", "Body bytes sent for /ipfs/", registry=self.registry)
+        self.uploads = Counter("medianode_uploads", "Uploads finished, by result", ["result"], registry=self.registry)
+        self.upload_bytes = Counter("medianode_upload_bytes", "Bytes stored by uploads", registry=self.registry)
+        self._store_collector: StoreCollector | None = None
+
+    def endpoint(self, store: BlockStore) -> Callable[[Request], Awaitable[Response]]:
+        if self._store_collector is None:
+            self._store_collector = StoreCollector(store)
+            self.registry.register(self._store_collector)
+
+        async def metrics(request: Request) -> Response:
+            body = await anyio.to_thread.run_sync(generate_latest, self.registry)
+            return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+        return metrics
+
+    def wrap(self, app: Any) -> ASGIApp:
+        """ASGI middleware that counts every HTTP response by route, method and status."""
+
+        async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            status = {"code": 500}
+
+            async def send_counting(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_counting)
+            finally:
+                self.requests.labels(route_label(scope["path"]), scope["method"], str(status["code"])).inc()
+
+        return counted

@@ -1,0 +1,105 @@
+"""Upload tokens: named bearer tokens for fediverse servers, revocable, with a byte allowance.
+
+Only a SHA-256 of each token is kept (``tokens.sqlite`` in the data
+directory), so a copy of the data directory does not leak working tokens.
+The token itself is shown once, when it is created.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "mn_"
+
+
+class TokenError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    name: str
+    created: float
+    limit: int  # bytes this token may upload in total; 0 = no limit
+    used: int
+    revoked: bool
+
+    @property
+    def remaining(self) -> int | None:
+        return None if not self.limit else max(0, self.limit - self.used)
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+class TokenStore:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE, "
+            "created REAL NOT NULL, limit_bytes INTEGER NOT NULL, used_bytes INTEGER NOT NULL DEFAULT 0, "
+            "revoked INTEGER NOT NULL DEFAULT 0)"
+        )
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(self, name: str, limit: int = 0) -> str:
+        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise TokenError("token name must be 1-64 letters, digits, '-', '_' or '.'")
+        token = PREFIX + secrets.token_urlsafe(32)
+        with self._lock:
+            try:
+                self._db.execute(
+                    "INSERT INTO tokens(name, digest, created, limit_bytes) VALUES (?, ?, ?, ?)",
+                    (name, _digest(token), time.time(), limit),
+                )
+            except sqlite3.IntegrityError:
+                raise TokenError(f"a token named {name!r} exists already (revoke it first)") from None
+        return token
+
+    def revoke(self, name: str) -> None:
+        with self._lock:
+            if not self._db.execute("DELETE FROM tokens WHERE name = ?", (name,)).rowcount:
+                raise TokenError(f"no token named {name!r}")
+
+    def list(self) -> list[TokenInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, created, limit_bytes, used_bytes, revoked FROM tokens ORDER BY created"
+            ).fetchall()
+        return [TokenInfo(n, c, lim, used, bool(r)) for n, c, lim, used, r in rows]
+
+    def authenticate(self, token: str) -> TokenInfo | None:
+        if not token.startswith(PREFIX) or len(token) > 128:
+            return None
+        digest = _digest(token)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT name, created, limit_bytes, used_bytes, revoked, digest FROM tokens WHERE digest = ?",
+                (digest,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(row[5], digest) or row[4]:
+            return None
+        return TokenInfo(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    def charge(self, name: str, nbytes: int) -> bool:
+        """Count ``nbytes`` against the token's allowance; False (and nothing counted) if it would exceed it."""
+        with self._lock:
+            return bool(
+                self._db.execute(
+                    "UPDATE tokens SET used_bytes = used_bytes + ? "
+                    "WHERE name = ? AND (limit_bytes = 0 OR used_bytes + ? <= limit_bytes)",
+                    (nbytes, name, nbytes),
+                ).rowcount
+            )

@@ -1,0 +1,148 @@
+"""Which blocks a trustless gateway CAR response carries (ipfs/specs trustless-gateway.md).
+
+Pure traversal over a ``get_block`` callable, in depth-first order with no
+duplicates (``order=dfs; dups=n``):
+
+- the blocks of the path from the requested root down to the terminal
+  element (so a client can verify the path), then
+- ``dag-scope=block``: the terminal block alone;
+  ``dag-scope=entity``: what is needed for the terminal entity: a whole file
+  (or with ``entity-bytes=from:to`` only the nodes and leaves under that byte
+  range), a directory's own node, or a raw block;
+  ``dag-scope=all`` (the default): the whole DAG under the terminal element.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ..storage.cid import CID, DAG_PB, RAW
+from ..storage.dagpb import decode_node
+from ..storage.unixfs import NodeType, decode_unixfs
+
+GetBlock = Callable[[CID], bytes]
+SCOPES = ("block", "entity", "all")
+
+
+class TrustlessParamError(ValueError):
+    """A dag-scope or entity-bytes parameter the spec does not allow."""
+
+
+@dataclass(frozen=True)
+class EntityBytes:
+    start: int  # negative: from the end
+    end: int | None  # inclusive; negative: from the end; None: to the end ("*")
+
+    @classmethod
+    def parse(cls, text: str) -> EntityBytes:
+        start_text, sep, end_text = text.partition(":")
+        if not sep:
+            raise TrustlessParamError("entity-bytes must be FROM:TO")
+        try:
+            start = int(start_text)
+            end = None if end_text == "*" else int(end_text)
+        except ValueError:
+            raise TrustlessParamError(f"entity-bytes {text!r} is not FROM:TO with integers or *") from None
+        if not start_text.lstrip("-").isdigit() or (end_text != "*" and not end_text.lstrip("-").isdigit()):
+            raise TrustlessParamError(f"entity-bytes {text!r} is not FROM:TO with integers or *")
+        if end is not None and start >= 0 and end >= 0 and end < start:
+            raise TrustlessParamError("entity-bytes TO must not be before FROM")
+        return cls(start, end)
+
+    def resolve(self, size: int) -> tuple[int, int]:
+        """Absolute [first, last] byte indexes for a file of ``size`` bytes (may be empty: last < first)."""
+        first = self.start if self.start >= 0 else max(0, size + self.start)
+        if self.end is None:
+            last = size - 1
+        elif self.end >= 0:
+            last = min(self.end, size - 1)
+        else:
+            last = size + self.end
+        return first, last
+
+
+def car_blocks(
+    get_block: GetBlock, path_cids: list[CID], scope: str, entity_bytes: EntityBytes | None
+) -> Iterator[tuple[CID, bytes]]:
+    """Blocks for a CAR response; ``path_cids`` runs from the requested root to the terminal element.
+
+    Parameters are checked here, before any block is read, so a bad one is an error up front.
+    """
+    if scope not in SCOPES:
+        raise TrustlessParamError(f"dag-scope must be one of {', '.join(SCOPES)}")
+    return _car_blocks(get_block, path_cids, scope, entity_bytes)
+
+
+def _car_blocks(
+    get_block: GetBlock, path_cids: list[CID], scope: str, entity_bytes: EntityBytes | None
+) -> Iterator[tuple[CID, bytes]]:
+    seen: set[CID] = set()
+
+    def once(cid: CID, block: bytes) -> Iterator[tuple[CID, bytes]]:
+        v1 = cid.to_v1()
+        if v1 not in seen:
+            seen.add(v1)
+            yield cid, block
+
+    for cid in path_cids[:-1]:
+        yield from once(cid, get_block(cid))
+    terminal = path_cids[-1]
+    block = get_block(terminal)
+    if scope == "block":
+        yield from once(terminal, block)
+    elif scope == "all":
+        for cid, data in _whole_dag(get_block, terminal, block):
+            yield from once(cid, data)
+    else:
+        for cid, data in _entity(get_block, terminal, block, entity_bytes):
+            yield from once(cid, data)
+
+
+def _whole_dag(get_block: GetBlock, root: CID, root_block: bytes) -> Iterator[tuple[CID, bytes]]:
+    stack: list[tuple[CID, bytes | None]] = [(root, root_block)]
+    while stack:
+        cid, block = stack.pop()
+        if block is None:
+            block = get_block(cid)
+        yield cid, block
+        if cid.codec == DAG_PB:
+            stack.extend((link.cid, None) for link in reversed(decode_node(block).links))
+
+
+def _entity(
+    get_block: GetBlock, cid: CID, block: bytes, entity_bytes: EntityBytes | None
+) -> Iterator[tuple[CID, bytes]]:
+    if cid.codec != DAG_PB:
+        yield cid, block
+        return
+    _node, data = decode_unixfs(block)
+    if data.type != NodeType.FILE and data.type != NodeType.RAW:
+        # A directory (or symlink) entity is its own node; a HAMT shard would need its shard blocks too.
+        if data.type == NodeType.HAMT_SHARD:
+            for child_cid, child in _whole_dag(get_block, cid, block):
+                if child_cid.codec == DAG_PB and decode_unixfs(child)[1].type == NodeType.HAMT_SHARD:
+                    yield child_cid, child
+            return
+        yield cid, block
+        return
+    size = data.file_size()
+    first, last = (0, size - 1) if entity_bytes is None else entity_bytes.resolve(size)
+    yield from _file_range(get_block, cid, block, 0, first, last)
+
+
+def _file_range(
+    get_block: GetBlock, cid: CID, block: bytes, offset: int, first: int, last: int
+) -> Iterator[tuple[CID, bytes]]:
+    """The file node at ``offset`` and, below it, every block holding bytes in [first, last]."""
+    yield cid, block
+    if cid.codec == RAW:
+        return
+    node, data = decode_unixfs(block)
+    position = offset + len(data.data or b"")
+    for link, size in zip(node.links, data.blocksizes, strict=False):
+        start, end = position, position + size - 1
+        position += size
+        if end < first or start > last or size == 0:
+            continue
+        yield from _file_range(get_block, link.cid, get_block(link.cid), start, first, last)

@@ -1,0 +1,68 @@
+"""A real browser (Debian's Chromium, headless, driven by Playwright) plays and seeks a stored MP4."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Served
+from node.demo import make_demo_clip
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]  # fmt: skip
+
+PAGE = """<!doctype html><meta charset=utf-8><title>clip</title>
+<video id=v src="clip.mp4" muted playsinline preload=auto></video>"""
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_video_plays_and_seeks_from_the_gateway(served: Served, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    site = tmp_path / "site"
+    site.mkdir()
+    make_demo_clip(site / "clip.mp4", seconds=8)
+    (site / "index.html").write_text(PAGE)
+    cid = served.node.ok("add", "-r", str(site), "--json").json["cid"]
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{served.url}/ipfs/{cid}/", wait_until="load")
+    page.wait_for_function("document.getElementById('v').readyState >= 2", timeout=20_000)
+    duration = page.evaluate("document.getElementById('v').duration")
+    assert 7.5 < duration < 8.5
+    page.evaluate("document.getElementById('v').play()")
+    page.wait_for_function("document.getElementById('v').currentTime > 0.5", timeout=20_000)
+    seeked = page.evaluate(
+        """() => new Promise((resolve, reject) => {
+            const v = document.getElementById('v');
+            v.addEventListener('seeked', () => resolve(v.currentTime), {once: true});
+            v.addEventListener('error', () => reject(new Error('media error ' + v.error.code)), {once: true});
+            v.currentTime = 6.0;
+        })"""
+    )
+    assert 5.9 < seeked < 6.5
+    page.wait_for_function("document.getElementById('v').currentTime > 6.3", timeout=20_000)
+    assert page.evaluate("document.getElementById('v').error") is None
+    assert errors == []
+    page.close()
+    metrics = httpx.get(f"{served.url}/metrics").text
+    partial = re.search(r'medianode_http_requests_total\{method="GET",route="ipfs",status="206"\} (\d+)', metrics)
+    assert partial and int(partial.group(1)) >= 1, "the player should have used Range requests"
