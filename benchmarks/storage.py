@@ -26,18 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-MiB = 1024 * 1024
-
-
-def make_file(path: Path, size: int) -> None:
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 64 * MiB)
-            f.write(os.urandom(n))
-            left -= n
-
+from benchlib import REPO, MiB, make_file, medianode, warm
 
 GNU_TIME = "/usr/bin/time"
 
@@ -61,17 +50,6 @@ def best(times: int, measure: Callable[[], tuple[float, int, bytes]]) -> tuple[f
     runs = [measure() for _ in range(times)]
     fastest = min(runs, key=lambda r: r[0])
     return fastest[0], max(r[1] for r in runs), fastest[2]
-
-
-def warm(path: Path) -> None:
-    os.sync()  # no writeback of the generated file competes with what is measured
-    with open(path, "rb") as f:
-        while f.read(16 * MiB):
-            pass
-
-
-def medianode(data_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "node.cli", "--data-dir", str(data_dir), *args]
 
 
 def row(name: str, ours: float, ref_name: str, ref: float, target: str) -> str:

@@ -221,3 +221,22 @@ def test_kill_9_mid_write_leaves_a_consistent_store(tmp_path: Path) -> None:
         for cid, _, _ in store.pins():
             assert store.dag_counts(cid)[1] == 0
         store.close()
+
+
+def test_reads_survive_another_process_compacting_the_pack(tmp_path: Path) -> None:
+    """A reader holding a cached layout keeps serving correct bytes after another process's gc
+    moved the blocks to a new pack and deleted the old one."""
+    reader = BlockStore(tmp_path / "s")
+    top = tmp_path / "dir"
+    top.mkdir()
+    (top / "big").write_bytes(gen(4 * MiB, b"big"))
+    (top / "small").write_bytes(gen(600_000, b"small"))
+    root = reader.add_path(str(top), 262144).cid
+    small = reader.resolve(root, "small")
+    assert b"".join(reader.read_range(small, 1000, 5000)) == gen(600_000, b"small")[1000:6000]
+    other = BlockStore(tmp_path / "s")
+    other.pin_add(small)
+    other.pin_rm(root)
+    assert other.gc().packs_compacted == 1
+    reader.packs.close()  # no open descriptor of the old pack to fall back on
+    assert b"".join(reader.read_range(small, 0, 600_000)) == gen(600_000, b"small")

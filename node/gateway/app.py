@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import logging
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,10 @@ RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 MAX_PATH = 4096
-PIECE = 1024 * 1024
+IPFS_PREFIX = "/ipfs/"
+PIECE = 4 * 1024 * 1024  # bytes per trip to the worker thread when streaming
+SMALL_BODY = 4 * 1024 * 1024  # responses up to this size are read in one trip and sent whole
+DESCRIBED_CACHE = 4096
 # Accept values that name IPLD response formats we do not produce.
 UNSUPPORTED_FORMATS = {
     "application/vnd.ipld.dag-json", "application/vnd.ipld.dag-cbor", "application/json", "application/cbor",
@@ -186,18 +190,28 @@ def content_disposition(kind: str, name: str) -> str:
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{urllib.parse.quote(name)}"
 
 
+@dataclass(frozen=True)
+class Described:
+    """What the gateway keeps in memory about a CID it served: content never changes under a CID."""
+
+    node_type: NodeType
+    size: int
+    head: bytes  # the first bytes of a file, for its Content-Type
+
+
 class Gateway:
     def __init__(self, store: BlockStore, settings: GatewaySettings, metrics: Metrics) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self._described: OrderedDict[CID, Described] = OrderedDict()
 
     async def run_sync(self, func: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args)
 
-    async def ipfs(self, request: Request) -> Response:
+    async def ipfs(self, request: Request, raw_path: str) -> Response:
         try:
-            return await self._ipfs(request)
+            return await self._ipfs(request, raw_path)
         except HTTPProblem as exc:
             return problem_response(exc)
         except BlockNotFound as exc:
@@ -210,11 +224,13 @@ class Gateway:
         except StoreError as exc:
             return problem_response(HTTPProblem(500, str(exc)))
 
-    async def _ipfs(self, request: Request) -> Response:
-        raw_path = request.path_params["rest"]
+    async def _ipfs(self, request: Request, raw_path: str) -> Response:
         cid, segments = parse_ipfs_path(raw_path)
         fmt = choose_format(request)
-        resolved: Resolved = await self.run_sync(resolve, self.store, cid, segments)
+        if segments:
+            resolved: Resolved = await self.run_sync(resolve, self.store, cid, segments)
+        else:
+            resolved = Resolved(cid, [], [cid])
         common = {
             "X-Ipfs-Path": resolved.ipfs_path,
             "X-Ipfs-Roots": ",".join(str(c) for c in resolved.cids),
@@ -286,24 +302,38 @@ class Gateway:
         cid = resolved.terminal
         if cid.codec not in (RAW, DAG_PB):
             raise HTTPProblem(406, f"{cid} is {cid.codec_name}: ask for ?format=raw or ?format=car")
+        facts = self._described.get(cid)
+        if facts is None:
+            facts = await self.run_sync(self._describe, cid)
+            self._described[cid] = facts
+            if len(self._described) > DESCRIBED_CACHE:
+                self._described.popitem(last=False)
+        if facts.node_type == NodeType.DIRECTORY:
+            return await self._directory(request, resolved, headers)
+        if facts.node_type not in (NodeType.FILE, NodeType.RAW):
+            raise HTTPProblem(406, f"{cid} is a UnixFS {facts.node_type.name.lower()}: ask for ?format=raw")
+        return await self._file(request, resolved, headers, facts)
+
+    def _describe(self, cid: CID) -> Described:
+        """What a CID is, and for a file its size and first bytes, in one trip to the worker thread."""
+        node_type = NodeType.RAW
         if cid.codec == DAG_PB:
-            node_type = await self.run_sync(self._node_type, cid)
-            if node_type == NodeType.DIRECTORY:
-                return await self._directory(request, resolved, headers)
+            node_type = decode_unixfs(self.store.get_block(cid))[1].type
             if node_type not in (NodeType.FILE, NodeType.RAW):
-                raise HTTPProblem(406, f"{cid} is a UnixFS {node_type.name.lower()}: ask for ?format=raw")
-        return await self._file(request, resolved, headers)
+                return Described(node_type, 0, b"")
+        size = self.store.file_size(cid)
+        return Described(node_type, size, b"".join(self.store.read_range(cid, 0, SNIFF_BYTES)))
 
-    def _node_type(self, cid: CID) -> NodeType:
-        return decode_unixfs(self.store.get_block(cid))[1].type
+    def _read_small(self, cid: CID, root: CID, start: int, length: int) -> bytes:
+        self.store.touch(root)
+        return b"".join(self.store.read_range(cid, start, length))
 
-    async def _file(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
+    async def _file(self, request: Request, resolved: Resolved, headers: dict[str, str], facts: Described) -> Response:
         cid = resolved.terminal
         etag = f'"{cid}"'
         name = filename_param(request)
-        size: int = await self.run_sync(self.store.file_size, cid)
-        head = b"".join(await self.run_sync(lambda: list(self.store.read_range(cid, 0, SNIFF_BYTES))))
-        media_type = sniff(head, name or (resolved.path[-1] if resolved.path else None))
+        size = facts.size
+        media_type = sniff(facts.head, name or (resolved.path[-1] if resolved.path else None))
         headers = {**headers, "ETag": etag, "Accept-Ranges": "bytes"}
         if name is not None:
             kind = "attachment" if request.query_params.get("download") == "true" else "inline"
@@ -315,7 +345,6 @@ class Gateway:
         except RangeError as exc:
             extra = {"Content-Range": f"bytes */{size}"} if exc.status == 416 else {}
             raise HTTPProblem(exc.status, exc.message, extra) from None
-        await self.run_sync(self.store.touch, resolved.root)
         status, start, length = 200, 0, size
         if byte_range is not None:
             status, start, length = 206, byte_range.start, byte_range.length
@@ -323,6 +352,12 @@ class Gateway:
         headers["Content-Length"] = str(length)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=media_type)
+        if length <= SMALL_BODY:
+            # One trip to the worker thread and a plain response: what a player's seek costs.
+            body = await self.run_sync(self._read_small, cid, resolved.root, start, length)
+            self.metrics.bytes_served.inc(len(body))
+            return Response(body, status_code=status, headers=headers, media_type=media_type)
+        await self.run_sync(self.store.touch, resolved.root)
         return StreamingResponse(
             self._bytes(cid, start, length), status_code=status, headers=headers, media_type=media_type
         )
@@ -345,7 +380,7 @@ class Gateway:
         index = next((e for e in entries if e.name == "index.html"), None)
         if index is not None:
             inner = Resolved(resolved.root, [*resolved.path, "index.html"], [*resolved.cids, index.cid])
-            return await self._file(request, inner, headers)
+            return await self._file(request, inner, headers, await self.run_sync(self._describe, index.cid))
         etag = f'"DirIndex-{resolved.terminal}"'
         headers = {**headers, "ETag": etag}
         if _etag_matches(request, etag):
@@ -376,20 +411,30 @@ def _etag_matches(request: Request, etag: str) -> bool:
 
 
 def build_app(store: BlockStore, settings: GatewaySettings, metrics: Metrics, tokens: Any = None) -> ASGIApp:
-    """The ASGI application; ``tokens`` (a TokenStore) enables the write API."""
+    """The ASGI application; ``tokens`` (a TokenStore) enables the write API.
+
+    ``/ipfs/`` is dispatched before Starlette's router and middleware: a video
+    player's Range requests are the hot path, and that stack cost more per
+    request than reading the megabyte it asks for.
+    """
     gateway = Gateway(store, settings, metrics)
-
-    async def missing_cid(request: Request) -> Response:
-        return problem_response(HTTPProblem(400, "missing CID after /ipfs/"))
-
-    routes = [
-        Route("/ipfs/", missing_cid, methods=["GET", "HEAD"]),
-        Route("/ipfs/{rest:path}", gateway.ipfs, methods=["GET", "HEAD"]),
-        Route("/metrics", metrics.endpoint(store), methods=["GET"]),
-    ]
+    routes = [Route("/metrics", metrics.endpoint(store), methods=["GET"])]
     if tokens is not None:
         from .api import api_routes
 
         routes += api_routes(store, settings, metrics, tokens)
-    app = Starlette(routes=routes)
+    rest = Starlette(routes=routes)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(IPFS_PREFIX):
+            request = Request(scope, receive)
+            if request.method in ("GET", "HEAD"):
+                response = await gateway.ipfs(request, scope["path"][len(IPFS_PREFIX) :])
+            else:
+                response = problem_response(HTTPProblem(405, "the gateway is read-only: use /api/v1/add to write",
+                                                        {"Allow": "GET, HEAD"}))  # fmt: skip
+            await response(scope, receive, send)
+            return
+        await rest(scope, receive, send)
+
     return metrics.wrap(app)

@@ -47,6 +47,8 @@ WRITE_QUEUE_BLOCKS = 32
 # Packs that are less than half live are rewritten by gc.
 COMPACT_BELOW = 0.5
 LAYOUT_CACHE_LEAVES = 262144
+TOUCH_INTERVAL = 60.0  # seconds between recorded accesses of one root
+GENERATION_TTL = 0.5  # seconds a read trusts its cached idea of where blocks are
 
 
 @dataclass(frozen=True)
@@ -307,6 +309,9 @@ class BlockStore:
         self._lock = threading.RLock()
         self._layouts: OrderedDict[bytes, tuple[int, FileLayout, list[Location | None]]] = OrderedDict()
         self._layout_leaves = 0
+        self._touched: dict[bytes, float] = {}
+        self._generation_value = 0
+        self._generation_read_at = float("-inf")
         self.recover()
 
     # -- housekeeping ---------------------------------------------------------------
@@ -339,10 +344,22 @@ class BlockStore:
                 raise
 
     def _generation(self) -> int:
-        return int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+        """The index generation, re-read at most every GENERATION_TTL seconds (call with the lock held).
+
+        Another process's gc may move blocks in the meantime; a read that then
+        finds its pack gone re-reads the generation and retries (``read_range``).
+        """
+        now = time.monotonic()
+        if now - self._generation_read_at > GENERATION_TTL:
+            self._generation_value = int(
+                self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+            )
+            self._generation_read_at = now
+        return self._generation_value
 
     def _bump_generation(self) -> None:
         self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        self._generation_read_at = float("-inf")
 
     # -- writing ----------------------------------------------------------------------
 
@@ -434,14 +451,18 @@ class BlockStore:
             raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
         locations = self._locations([bytes(leaf.cid.to_v1()) for leaf in file_layout.leaves])
         with self._lock:
-            if key in self._layouts:
-                self._layout_leaves -= len(self._layouts.pop(key)[1].leaves)
+            self._forget_layout(key)
             self._layouts[key] = (generation, file_layout, locations)
             self._layout_leaves += len(file_layout.leaves)
             while self._layout_leaves > LAYOUT_CACHE_LEAVES and len(self._layouts) > 1:
                 _, (_, old, _) = self._layouts.popitem(last=False)
                 self._layout_leaves -= len(old.leaves)
         return file_layout, locations
+
+    def _forget_layout(self, key: bytes) -> None:
+        cached = self._layouts.pop(key, None)
+        if cached is not None:
+            self._layout_leaves -= len(cached[1].leaves)
 
     def _locations(self, keys: list[bytes]) -> list[Location | None]:
         found: dict[bytes, Location] = {}
@@ -463,10 +484,31 @@ class BlockStore:
     def read_range(
         self, root: CID, offset: int = 0, length: int | None = None, piece_size: int = 4 * 1024 * 1024
     ) -> Iterator[bytes]:
-        """Yield the bytes of [offset, offset+length) of the file at ``root``, touching only its leaves."""
-        file_layout, locations = self.layout(root)
+        """Yield the bytes of [offset, offset+length) of the file at ``root``, touching only its leaves.
+
+        If a pack vanished under a cached layout (another process compacted it), the layout is
+        refreshed and the read goes on from where it was.
+        """
         if length is None:
-            length = file_layout.size - offset
+            length = self.file_size(root) - offset
+        done = 0
+        retried = False
+        while True:
+            try:
+                for piece in self._read_range_once(root, offset + done, length - done, piece_size):
+                    done += len(piece)
+                    yield piece
+                return
+            except FileNotFoundError:
+                if retried:
+                    raise
+                retried = True
+                with self._lock:
+                    self._generation_read_at = float("-inf")
+                    self._forget_layout(bytes(root.to_v1()))
+
+    def _read_range_once(self, root: CID, offset: int, length: int, piece_size: int) -> Iterator[bytes]:
+        file_layout, locations = self.layout(root)
         verify = self.config.hash_on_read
         for step in plan_reads(file_layout, offset, length, locations):
             if isinstance(step, PackRun) and not verify:
@@ -548,9 +590,20 @@ class BlockStore:
         return done
 
     def touch(self, cid: CID) -> None:
-        """Record an access for the quota's LRU eviction."""
+        """Record an access for the quota's LRU eviction, at most once a minute per root.
+
+        A video player sends a Range request every few seconds; writing (and
+        fsyncing) the index for each one would cost more than serving it.
+        """
+        key = bytes(cid.to_v1())
+        now = time.time()
         with self._lock:
-            self.db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (time.time(), bytes(cid.to_v1())))
+            if now - self._touched.get(key, 0.0) < TOUCH_INTERVAL:
+                return
+            if len(self._touched) > 100_000:
+                self._touched.clear()
+            self._touched[key] = now
+            self.db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (now, key))
 
     # -- DAG inspection -----------------------------------------------------------------
 
