@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cid import CID, CIDError, decode_varint, encode_varint
+from .cid import CID, CIDError
+from .protobuf import ProtobufError, bytes_field, read_fields, varint_field
 
 
 class DagPBError(ValueError):
@@ -29,55 +30,27 @@ class PBNode:
     data: bytes | None
 
 
-def _field(number: int, wire_type: int) -> bytes:
-    return encode_varint((number << 3) | wire_type)
-
-
-def _length_delimited(number: int, payload: bytes) -> bytes:
-    return _field(number, 2) + encode_varint(len(payload)) + payload
-
-
 def encode_link(link: PBLink) -> bytes:
-    out = _length_delimited(1, bytes(link.cid))
+    out = bytes_field(1, bytes(link.cid))
     if link.name is not None:
-        out += _length_delimited(2, link.name.encode("utf-8"))
+        out += bytes_field(2, link.name.encode("utf-8"))
     if link.tsize is not None:
-        out += _field(3, 0) + encode_varint(link.tsize)
+        out += varint_field(3, link.tsize)
     return out
 
 
 def encode_node(node: PBNode) -> bytes:
-    parts = [_length_delimited(2, encode_link(link)) for link in node.links]
+    parts = [bytes_field(2, encode_link(link)) for link in node.links]
     if node.data is not None:
-        parts.append(_length_delimited(1, node.data))
+        parts.append(bytes_field(1, node.data))
     return b"".join(parts)
 
 
 def _read_fields(buf: bytes | memoryview) -> list[tuple[int, int, int | memoryview]]:
-    """Split a protobuf message into (field, wire type, value) triples."""
-    view = memoryview(buf)
-    pos = 0
-    fields: list[tuple[int, int, int | memoryview]] = []
     try:
-        while pos < len(view):
-            key, pos = decode_varint(view, pos)
-            number, wire_type = key >> 3, key & 7
-            if wire_type == 0:
-                value, pos = decode_varint(view, pos)
-                fields.append((number, wire_type, value))
-            elif wire_type == 2:
-                length, pos = decode_varint(view, pos)
-                if pos + length > len(view):
-                    raise DagPBError("length-delimited field runs past the end")
-                fields.append((number, wire_type, view[pos : pos + length]))
-                pos += length
-            else:
-                raise DagPBError(f"unsupported protobuf wire type {wire_type}")
-    except ValueError as exc:
-        if isinstance(exc, DagPBError):
-            raise
+        return read_fields(buf)
+    except ProtobufError as exc:
         raise DagPBError(str(exc)) from None
-    return fields
 
 
 def decode_node(buf: bytes | memoryview) -> PBNode:

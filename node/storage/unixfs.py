@@ -12,6 +12,7 @@ from enum import IntEnum
 
 from .cid import CID, decode_varint, encode_varint
 from .dagpb import PBLink, PBNode, decode_node, encode_node
+from .protobuf import read_fields
 
 
 class UnixFSError(ValueError):
@@ -54,13 +55,9 @@ class UnixFSData:
         filesize: int | None = None
         fanout: int | None = None
         blocksizes: list[int] = []
-        pos = 0
         try:
-            while pos < len(buf):
-                key, pos = decode_varint(buf, pos)
-                number, wire_type = key >> 3, key & 7
-                if wire_type == 0:
-                    value, pos = decode_varint(buf, pos)
+            for number, _wire_type, value in read_fields(buf):
+                if isinstance(value, int):
                     if number == 1:
                         node_type = value
                     elif number == 3:
@@ -70,25 +67,15 @@ class UnixFSData:
                     elif number == 6:
                         fanout = value
                     # hashType (5) and mode (7) carry nothing we act on.
-                elif wire_type == 2:
-                    length, pos = decode_varint(buf, pos)
-                    if pos + length > len(buf):
-                        raise UnixFSError("UnixFS field runs past the end")
-                    chunk = buf[pos : pos + length]
-                    pos += length
-                    if number == 2:
-                        data = bytes(chunk)
-                    elif number == 4:  # a packed blocksizes written by a lenient encoder
-                        p = 0
-                        while p < len(chunk):
-                            value, p = decode_varint(chunk, p)
-                            blocksizes.append(value)
-                    # mtime (8) is ignored.
-                else:
-                    raise UnixFSError(f"unsupported wire type {wire_type} in UnixFS data")
+                elif number == 2:
+                    data = bytes(value)
+                elif number == 4:  # a packed blocksizes written by a lenient encoder
+                    p = 0
+                    while p < len(value):
+                        size, p = decode_varint(value, p)
+                        blocksizes.append(size)
+                # mtime (8) is ignored.
         except ValueError as exc:
-            if isinstance(exc, UnixFSError):
-                raise
             raise UnixFSError(str(exc)) from None
         if node_type is None:
             raise UnixFSError("UnixFS data without a Type")

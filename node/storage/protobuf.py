@@ -1,0 +1,55 @@
+"""The few protobuf wire-format primitives our codecs need (dag-pb, Bitswap).
+
+Only varint (wire type 0) and length-delimited (wire type 2) fields: every
+message we read or write is made of those. Decoding never reads past the
+buffer and reports malformed input as ``ProtobufError``.
+"""
+
+from __future__ import annotations
+
+from .cid import decode_varint, encode_varint
+
+
+class ProtobufError(ValueError):
+    """Bytes that are not a well-formed protobuf message."""
+
+
+def key(number: int, wire_type: int) -> bytes:
+    return encode_varint((number << 3) | wire_type)
+
+
+def varint_field(number: int, value: int) -> bytes:
+    return key(number, 0) + encode_varint(value)
+
+
+def bytes_field(number: int, payload: bytes | memoryview) -> bytes:
+    return key(number, 2) + encode_varint(len(payload)) + bytes(payload)
+
+
+def read_fields(buf: bytes | memoryview) -> list[tuple[int, int, int | memoryview]]:
+    """Split a message into (field number, wire type, value) triples, in order."""
+    view = memoryview(buf)
+    pos = 0
+    fields: list[tuple[int, int, int | memoryview]] = []
+    try:
+        while pos < len(view):
+            tag, pos = decode_varint(view, pos)
+            number, wire_type = tag >> 3, tag & 7
+            if number == 0:
+                raise ProtobufError("field number 0")
+            if wire_type == 0:
+                value, pos = decode_varint(view, pos)
+                fields.append((number, wire_type, value))
+            elif wire_type == 2:
+                length, pos = decode_varint(view, pos)
+                if pos + length > len(view):
+                    raise ProtobufError("length-delimited field runs past the end")
+                fields.append((number, wire_type, view[pos : pos + length]))
+                pos += length
+            else:
+                raise ProtobufError(f"unsupported protobuf wire type {wire_type}")
+    except ValueError as exc:
+        if isinstance(exc, ProtobufError):
+            raise
+        raise ProtobufError(str(exc)) from None
+    return fields
