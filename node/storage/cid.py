@@ -40,7 +40,7 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-def decode_varint(buf: bytes | memoryview, pos: int = 0) -> tuple[int, int]:
+def decode_varint(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:
     """Return (value, position after the varint); raise ValueError on truncation."""
     value = 0
     shift = 0
