@@ -1,0 +1,242 @@
+"""Which block to ask which peer for, and what to do when they answer or do not: no I/O, no clock.
+
+The block exchange feeds this scheduler what happens (a peer connected, a
+block or a presence arrived, a peer went away) and asks it what to send
+next, passing the current time in. That keeps every decision testable
+without sockets, the way h11 keeps HTTP.
+
+Policy:
+- Wants are served in the order given; ``urgent`` ones (the blocks under a
+  range a viewer is waiting for) jump the queue.
+- Each peer has a window of want-blocks in flight, so its connection stays
+  busy; different blocks go to different peers, so several providers add up.
+- A peer that said DONT_HAVE for a block is not asked for it again; one that
+  said HAVE is preferred.
+- A want-block unanswered after ``timeout`` goes back to the queue (to a
+  different peer when there is one) and costs the slow peer a strike.
+- A block nobody asked for (or one whose bytes hash to a CID we did not ask
+  that peer for, i.e. corrupt) costs a strike; ``max_strikes`` strikes and the
+  peer is to be dropped.
+- Endgame: when nothing is left to assign but blocks are still in flight, idle
+  peers are asked for them too; the first copy wins and the others get a
+  cancel. A provider that dies mid-transfer then costs one timeout at most.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ..storage.cid import CID
+
+Peer = Hashable
+
+
+class Verdict(Enum):
+    WANTED = "wanted"  # first copy of a block we want: store it
+    DUPLICATE = "duplicate"  # wanted, but another peer was faster: ignore it
+    UNWANTED = "unwanted"  # nobody asked this peer for it: ignore it, the peer got a strike
+
+
+@dataclass
+class Request:
+    peer: Peer
+    cids: list[CID]
+
+
+@dataclass
+class _PeerState:
+    in_flight: dict[CID, float] = field(default_factory=dict)  # cid -> when asked
+    has: set[CID] = field(default_factory=set)
+    lacks: set[CID] = field(default_factory=set)
+    strikes: int = 0
+    delivered: int = 0
+
+
+class WantScheduler:
+    def __init__(self, window: int = 32, timeout: float = 10.0, max_strikes: int = 3) -> None:
+        self.window = window
+        self.timeout = timeout
+        self.max_strikes = max_strikes
+        self._queue: OrderedDict[CID, None] = OrderedDict()  # wanted, not in flight anywhere
+        self._wanted: set[CID] = set()  # everything wanted and not yet received
+        self._peers: dict[Peer, _PeerState] = {}
+        self._cancels: dict[Peer, list[CID]] = {}
+        self._to_drop: list[Peer] = []
+
+    # -- what the exchange tells the scheduler -----------------------------------------------
+
+    def want(self, cids: Iterable[CID], urgent: bool = False) -> None:
+        fresh = [c.to_v1() for c in cids if c.to_v1() not in self._wanted]
+        self._wanted.update(fresh)
+        for cid in fresh:
+            self._queue[cid] = None
+        if urgent:
+            for cid in reversed(fresh):
+                self._queue.move_to_end(cid, last=False)
+
+    def urgent(self, cids: Iterable[CID]) -> None:
+        """Move wanted blocks to the front of the queue (a viewer seeked to them)."""
+        for cid in reversed([c.to_v1() for c in cids]):
+            if cid in self._queue:
+                self._queue.move_to_end(cid, last=False)
+
+    def forget(self, cid: CID) -> None:
+        """Stop wanting a block (the reader went away); peers asked for it get a cancel."""
+        cid = cid.to_v1()
+        self._wanted.discard(cid)
+        self._queue.pop(cid, None)
+        for peer, state in self._peers.items():
+            if state.in_flight.pop(cid, None) is not None:
+                self._cancels.setdefault(peer, []).append(cid)
+
+    def peer_connected(self, peer: Peer) -> None:
+        self._peers.setdefault(peer, _PeerState())
+
+    def peer_gone(self, peer: Peer) -> None:
+        state = self._peers.pop(peer, None)
+        self._cancels.pop(peer, None)
+        if state is not None:
+            self._requeue(state.in_flight)
+
+    def on_presence(self, peer: Peer, cid: CID, have: bool) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        cid = cid.to_v1()
+        if have:
+            state.has.add(cid)
+            return
+        state.lacks.add(cid)
+        if state.in_flight.pop(cid, None) is not None and cid in self._wanted:
+            self._requeue({cid: 0.0})
+
+    def on_block(self, peer: Peer, cid: CID) -> Verdict:
+        """A block arrived from ``peer``; ``cid`` is what its bytes hash to."""
+        cid = cid.to_v1()
+        state = self._peers.get(peer)
+        asked = state is not None and state.in_flight.pop(cid, None) is not None
+        if cid in self._wanted:
+            self._wanted.discard(cid)
+            self._queue.pop(cid, None)
+            if state is not None:
+                state.delivered += 1
+            for other, other_state in self._peers.items():
+                if other_state.in_flight.pop(cid, None) is not None:
+                    self._cancels.setdefault(other, []).append(cid)
+            return Verdict.WANTED
+        if asked:
+            return Verdict.DUPLICATE
+        self._strike(peer)
+        return Verdict.UNWANTED
+
+    # -- what the scheduler tells the exchange -------------------------------------------------
+
+    def next_requests(self, now: float) -> list[Request]:
+        """Want-blocks to send now; also expires overdue ones and moves them elsewhere."""
+        self._expire(now)
+        assigned: dict[Peer, list[CID]] = {}
+        peers = self._ranked_peers()
+        if peers:
+            for cid in list(self._queue):
+                candidates = [p for p in peers if self._free(p) > len(assigned.get(p, [])) and self._may_ask(p, cid)]
+                if not candidates:
+                    continue
+                # A peer that said HAVE first, then the one with fewer strikes, then the most room.
+                best = max(candidates, key=lambda p: self._preference(p, cid, assigned))
+                assigned.setdefault(best, []).append(cid)
+                del self._queue[cid]
+            if not self._queue:
+                self._endgame(peers, assigned)
+        requests = []
+        for peer, cids in assigned.items():
+            state = self._peers[peer]
+            for cid in cids:
+                state.in_flight[cid] = now
+            requests.append(Request(peer, cids))
+        return requests
+
+    def take_cancels(self) -> dict[Peer, list[CID]]:
+        cancels, self._cancels = self._cancels, {}
+        return cancels
+
+    def take_drops(self) -> list[Peer]:
+        drops, self._to_drop = self._to_drop, []
+        return drops
+
+    @property
+    def done(self) -> bool:
+        return not self._wanted
+
+    @property
+    def missing(self) -> set[CID]:
+        return set(self._wanted)
+
+    def unavailable(self) -> set[CID]:
+        """Wanted blocks every connected peer has said it lacks."""
+        if not self._peers:
+            return set(self._wanted)
+        return {c for c in self._wanted if all(c in s.lacks for s in self._peers.values())}
+
+    def next_deadline(self) -> float | None:
+        """When the oldest request in flight times out (for the exchange's sleep)."""
+        times = [t for s in self._peers.values() for t in s.in_flight.values()]
+        return min(times) + self.timeout if times else None
+
+    def delivered(self, peer: Peer) -> int:
+        state = self._peers.get(peer)
+        return state.delivered if state else 0
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _preference(self, peer: Peer, cid: CID, assigned: dict[Peer, list[CID]]) -> tuple[bool, int, int]:
+        state = self._peers[peer]
+        return cid in state.has, -state.strikes, self._free(peer) - len(assigned.get(peer, []))
+
+    def _free(self, peer: Peer) -> int:
+        return self.window - len(self._peers[peer].in_flight)
+
+    def _may_ask(self, peer: Peer, cid: CID) -> bool:
+        state = self._peers[peer]
+        return cid not in state.lacks and cid not in state.in_flight
+
+    def _ranked_peers(self) -> list[Peer]:
+        return sorted(self._peers, key=lambda p: (self._peers[p].strikes, -self._peers[p].delivered))
+
+    def _endgame(self, peers: list[Peer], assigned: dict[Peer, list[CID]]) -> None:
+        waiting = sorted(
+            ((t, cid) for s in self._peers.values() for cid, t in s.in_flight.items()), key=lambda item: item[0]
+        )
+        for _, cid in waiting:
+            for peer in peers:
+                if self._free(peer) > len(assigned.get(peer, [])) and self._may_ask(peer, cid):
+                    if cid not in assigned.get(peer, []):
+                        assigned.setdefault(peer, []).append(cid)
+                    break
+
+    def _expire(self, now: float) -> None:
+        for peer, state in list(self._peers.items()):
+            overdue = {cid: t for cid, t in state.in_flight.items() if now - t >= self.timeout}
+            if not overdue:
+                continue
+            for cid in overdue:
+                del state.in_flight[cid]
+            self._strike(peer)
+            self._requeue(overdue)
+
+    def _requeue(self, cids: dict[CID, float]) -> None:
+        # Back to the front: these were due first.
+        for cid in reversed(list(cids)):
+            if cid in self._wanted and not any(cid in s.in_flight for s in self._peers.values()):
+                self._queue[cid] = None
+                self._queue.move_to_end(cid, last=False)
+
+    def _strike(self, peer: Peer) -> None:
+        state = self._peers.get(peer)
+        if state is None:
+            return
+        state.strikes += 1
+        if state.strikes >= self.max_strikes and peer not in self._to_drop:
+            self._to_drop.append(peer)
