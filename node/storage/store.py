@@ -172,6 +172,7 @@ class ImportBatch:
             target=self._write_loop, name="medianode-pack-writer", daemon=True
         )
         self._thread.start()
+        self._committed = False
 
     def _write_loop(self) -> None:
         synced = 0
@@ -258,6 +259,7 @@ class ImportBatch:
         if not used_pack:
             self._writer.abort()
         self._writer.release()
+        self._committed = True
         if not pin:
             store.enforce_quota(protect=roots)
 
@@ -286,6 +288,9 @@ class ImportBatch:
         return bool(self._rows and missing)
 
     def abort(self) -> None:
+        """Drop everything in this batch; after a commit there is nothing to drop."""
+        if self._committed:
+            return
         with contextlib.suppress(StoreError):  # the import failed already; the pack goes either way
             self._finish_writes()
         self._writer.abort()
@@ -363,13 +368,17 @@ class BlockStore:
 
     # -- writing ----------------------------------------------------------------------
 
+    def new_batch(self) -> ImportBatch:
+        """A batch the caller must ``commit`` or ``abort``; ``batch`` is the context-managed form."""
+        try:
+            return ImportBatch(self)
+        except OSError as exc:
+            raise _os_error(exc, "creating a pack") from exc
+
     @contextmanager
     def batch(self) -> Iterator[ImportBatch]:
         """An ``ImportBatch`` that is aborted if the block raises or never commits."""
-        try:
-            batch = ImportBatch(self)
-        except OSError as exc:
-            raise _os_error(exc, "creating a pack") from exc
+        batch = self.new_batch()
         try:
             yield batch
         except BaseException:
@@ -616,6 +625,19 @@ class BlockStore:
                 (bytes(root.to_v1()),),
             ).fetchone()
         return int(row[0]), int(row[1] or 0), int(row[2])
+
+    def missing_in_dag(self, root: CID) -> list[CID]:
+        """Blocks of the DAG under ``root`` that are not stored, as far as the stored nodes tell
+        (the children of a missing node are unknown until it arrives)."""
+        if not self.has(root):
+            return [root]
+        with self._lock:
+            rows = self.db.execute(
+                index.DAG_OF + "SELECT dag.cid FROM dag LEFT JOIN blocks ON blocks.cid = dag.cid "
+                "WHERE blocks.cid IS NULL",
+                (bytes(root.to_v1()),),
+            ).fetchall()
+        return [CID.from_bytes(row[0]) for row in rows]
 
     def stat(self, cid: CID) -> DagStat:
         block = self.get_block(cid)

@@ -28,10 +28,11 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Generic, TypeVar
 
 from ..storage.cid import CID
 
-Peer = Hashable
+Peer = TypeVar("Peer", bound=Hashable)
 
 
 class Verdict(Enum):
@@ -41,7 +42,7 @@ class Verdict(Enum):
 
 
 @dataclass
-class Request:
+class Request(Generic[Peer]):
     peer: Peer
     cids: list[CID]
 
@@ -55,7 +56,7 @@ class _PeerState:
     delivered: int = 0
 
 
-class WantScheduler:
+class WantScheduler(Generic[Peer]):
     def __init__(self, window: int = 32, timeout: float = 10.0, max_strikes: int = 3) -> None:
         self.window = window
         self.timeout = timeout
@@ -134,7 +135,7 @@ class WantScheduler:
 
     # -- what the scheduler tells the exchange -------------------------------------------------
 
-    def next_requests(self, now: float) -> list[Request]:
+    def next_requests(self, now: float) -> list[Request[Peer]]:
         """Want-blocks to send now; also expires overdue ones and moves them elsewhere."""
         self._expire(now)
         assigned: dict[Peer, list[CID]] = {}

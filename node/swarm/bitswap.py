@@ -1,0 +1,289 @@
+"""The block exchange: Bitswap 1.2.0 on libp2p streams, serving our blocks and fetching others'.
+
+The protocol (messages, framing) is described in ``bitswap_wire``; which
+block to ask whom for is decided by ``wants.WantScheduler``. This module is
+the I/O around them:
+
+- Serving: a want-block for a block we hold is answered with the block, a
+  want-have with HAVE; for one we lack, DONT_HAVE when the peer asked for it.
+  Replies are split so no message exceeds 4 MiB.
+- Fetching (``fetch_dag``): the root is wanted first; each dag-pb node that
+  arrives makes its missing children wanted, so a file streams in order. A
+  block is accepted only if its bytes hash to a CID this fetch asked that
+  peer for; everything else is an unwanted block and a strike. Accepted
+  blocks are stored through one import batch per fetch, committed every few
+  megabytes, so an interrupted fetch resumes from what was verified.
+- A peer that sends malformed or oversized messages, or strikes out, is
+  disconnected.
+
+Every task lives in the caller's nursery; fetches have explicit deadlines.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from ..storage.cid import CID, DAG_PB
+from ..storage.dagpb import DagPBError, decode_node
+from ..storage.errors import StoreError
+from ..storage.store import BlockStore, ImportBatch
+from .bitswap_wire import (
+    MAX_MESSAGE_SIZE,
+    PROTOCOLS,
+    BitswapMessage,
+    BitswapWireError,
+    FrameReader,
+    Presence,
+    WantEntry,
+    WantType,
+    decode_message,
+    encode_message,
+    frame,
+)
+from .host import peer_of, set_handlers
+from .wants import Verdict, WantScheduler
+
+log = logging.getLogger("medianode.swarm")
+
+READ_SIZE = 256 * 1024
+REPLY_BUDGET = MAX_MESSAGE_SIZE - 64 * 1024  # room for framing and presences
+COMMIT_EVERY = 8 * 1024 * 1024
+
+
+class FetchError(Exception):
+    """The swarm could not deliver what was asked (nobody has it, or nobody answered in time)."""
+
+
+@dataclass
+class _Fetch:
+    scheduler: WantScheduler[ID]
+    batch: ImportBatch
+    arrived: trio.MemorySendChannel[tuple[CID, bytes]]
+    peers: set[ID] = field(default_factory=set)
+
+
+class BlockExchange:
+    def __init__(self, host: IHost, store: BlockStore) -> None:
+        self.host = host
+        self.store = store
+        self._streams: dict[ID, INetStream] = {}
+        self._send_locks: dict[ID, trio.Lock] = {}
+        self._fetches: list[_Fetch] = []
+        self.blocks_served = 0
+        self.bytes_served = 0
+        set_handlers(host, PROTOCOLS, self._inbound)
+
+    # -- inbound ------------------------------------------------------------------------------
+
+    async def _inbound(self, stream: INetStream) -> None:
+        peer = peer_of(stream)
+        reader = FrameReader()
+        while True:
+            data = await stream.read(READ_SIZE)
+            if not data:
+                return
+            try:
+                messages = [decode_message(raw) for raw in reader.feed(data)]
+            except BitswapWireError as exc:
+                log.info("dropping peer: bad Bitswap message", extra={"fields": {"peer": str(peer), "error": str(exc)}})
+                await self._drop(peer)
+                return
+            for message in messages:
+                await self._on_message(peer, message)
+
+    async def _on_message(self, peer: ID, message: BitswapMessage) -> None:
+        if message.wants:
+            await self._serve(peer, message.wants)
+        for cid, data in message.blocks:
+            await self._on_block(peer, cid, data)
+        for cid, presence in message.presences:
+            for fetch in self._fetches:
+                fetch.scheduler.on_presence(peer, cid, presence == Presence.HAVE)
+        await self._enforce_strikes()
+
+    async def _serve(self, peer: ID, wants: list[WantEntry]) -> None:
+        reply = BitswapMessage()
+        size = 0
+        for want in wants:
+            if want.cancel:
+                continue  # we answer at once, so there is never a queued answer to withdraw
+            block = await trio.to_thread.run_sync(self._block_or_none, want.cid)
+            if block is None:
+                if want.send_dont_have:
+                    reply.presences.append((want.cid, Presence.DONT_HAVE))
+                continue
+            if want.want_type == WantType.HAVE:
+                reply.presences.append((want.cid, Presence.HAVE))
+                continue
+            if size + len(block) > REPLY_BUDGET and reply.blocks:
+                await self.send(peer, reply)
+                reply, size = BitswapMessage(), 0
+            reply.blocks.append((want.cid, block))
+            size += len(block)
+            self.blocks_served += 1
+            self.bytes_served += len(block)
+        if not reply.is_empty():
+            await self.send(peer, reply)
+
+    def _block_or_none(self, cid: CID) -> bytes | None:
+        try:
+            return self.store.get_block(cid)
+        except StoreError:
+            return None
+
+    async def _on_block(self, peer: ID, cid: CID, data: bytes) -> None:
+        accepted = False
+        for fetch in list(self._fetches):
+            verdict = fetch.scheduler.on_block(peer, cid)
+            if verdict is Verdict.WANTED:
+                accepted = True
+                fetch.arrived.send_nowait((cid, data))
+        if not accepted:
+            log.debug("ignored block", extra={"fields": {"peer": str(peer), "cid": str(cid)}})
+
+    async def _enforce_strikes(self) -> None:
+        for fetch in self._fetches:
+            for peer in fetch.scheduler.take_drops():
+                log.info("dropping peer: too many strikes", extra={"fields": {"peer": str(peer)}})
+                await self._drop(peer)
+
+    async def _drop(self, peer: ID) -> None:
+        for fetch in self._fetches:
+            fetch.scheduler.peer_gone(peer)
+            fetch.peers.discard(peer)
+        stream = self._streams.pop(peer, None)
+        if stream is not None:
+            with trio.move_on_after(2):
+                await stream.reset()
+        with trio.move_on_after(5):
+            try:
+                await self.host.disconnect(peer)
+            except Exception as exc:  # already gone: nothing to undo
+                log.debug("disconnect failed", extra={"fields": {"peer": str(peer), "error": repr(exc)}})
+
+    # -- outbound -----------------------------------------------------------------------------
+
+    async def send(self, peer: ID, message: BitswapMessage) -> None:
+        """Send on our own stream to ``peer``, opening it on first use."""
+        lock = self._send_locks.setdefault(peer, trio.Lock())
+        async with lock:
+            stream = self._streams.get(peer)
+            if stream is None:
+                stream = await self.host.new_stream(peer, [TProtocol(p) for p in PROTOCOLS])
+                self._streams[peer] = stream
+            try:
+                await stream.write(frame(encode_message(message)))
+            except Exception:
+                self._streams.pop(peer, None)
+                raise
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    async def fetch_dag(
+        self,
+        root: CID,
+        peers: list[ID],
+        *,
+        timeout: float = 10.0,
+        window: int = 32,
+        idle_limit: float = 30.0,
+        on_block: Callable[[CID, int], None] | None = None,
+    ) -> int:
+        """Fetch every block under ``root`` the store lacks; return how many were fetched.
+
+        Raises FetchError when no peer has a wanted block, or nothing arrives for ``idle_limit``.
+        """
+        if not peers:
+            raise FetchError(f"no peers to fetch {root} from")
+        missing = await trio.to_thread.run_sync(self.store.missing_in_dag, root)
+        if not missing:
+            return 0
+        send_arrival, receive_arrival = trio.open_memory_channel[tuple[CID, bytes]](float("inf"))
+        scheduler: WantScheduler[ID] = WantScheduler(window=window, timeout=timeout)
+        fetch = _Fetch(scheduler, self.store.new_batch(), send_arrival, set(peers))
+        for peer in peers:
+            scheduler.peer_connected(peer)
+        scheduler.want(missing)
+        self._fetches.append(fetch)
+        fetched = 0
+        pending_bytes = 0
+        try:
+            last_progress = trio.current_time()
+            # Arrivals are queued by the inbound handler after the scheduler counted them: drain them too.
+            while not scheduler.done or receive_arrival.statistics().current_buffer_used:
+                await self._send_requests(fetch)
+                if not fetch.peers:
+                    raise FetchError(f"every peer was dropped while fetching {root}")
+                unavailable = scheduler.unavailable()
+                if unavailable and unavailable == scheduler.missing:
+                    raise FetchError(f"no peer has {len(unavailable)} blocks of {root}, e.g. {next(iter(unavailable))}")
+                deadline = scheduler.next_deadline()
+                wait = 1.0 if deadline is None else max(0.01, min(1.0, deadline - trio.current_time()))
+                with trio.move_on_after(wait):
+                    cid, data = await receive_arrival.receive()
+                    last_progress = trio.current_time()
+                    fetched += 1
+                    pending_bytes += len(data)
+                    await trio.to_thread.run_sync(fetch.batch.put_verified, cid, data)
+                    if on_block is not None:
+                        on_block(cid, len(data))
+                    for child in _children(cid, data):
+                        if child not in fetch.batch and not await trio.to_thread.run_sync(self.store.has, child):
+                            scheduler.want([child])
+                    if pending_bytes >= COMMIT_EVERY:
+                        # Committed blocks survive a crash, so a restarted fetch resumes from here.
+                        await trio.to_thread.run_sync(fetch.batch.commit)
+                        fetch.batch = self.store.new_batch()
+                        pending_bytes = 0
+                if trio.current_time() - last_progress > idle_limit:
+                    raise FetchError(f"no block of {root} arrived for {idle_limit:.0f} s")
+            final = fetch.batch
+            await trio.to_thread.run_sync(lambda: final.commit([root], None, 0, False))
+        finally:
+            fetch.batch.abort()  # a no-op once committed
+            self._fetches.remove(fetch)
+            for peer, cids in scheduler.take_cancels().items():
+                await self._send_cancels(peer, cids)
+        return fetched
+
+    async def _send_requests(self, fetch: _Fetch) -> None:
+        for request in fetch.scheduler.next_requests(trio.current_time()):
+            message = BitswapMessage(
+                wants=[
+                    WantEntry(cid, priority=1, want_type=WantType.BLOCK, send_dont_have=True) for cid in request.cids
+                ]
+            )
+            try:
+                await self.send(request.peer, message)
+            except Exception as exc:
+                log.info("peer unreachable", extra={"fields": {"peer": str(request.peer), "error": repr(exc)}})
+                fetch.scheduler.peer_gone(request.peer)
+                fetch.peers.discard(request.peer)
+        for peer, cids in fetch.scheduler.take_cancels().items():
+            await self._send_cancels(peer, cids)
+        await self._enforce_strikes()
+
+    async def _send_cancels(self, peer: ID, cids: list[CID]) -> None:
+        if peer not in self._streams:
+            return
+        with trio.move_on_after(2):
+            try:
+                await self.send(peer, BitswapMessage(wants=[WantEntry(c, cancel=True) for c in cids]))
+            except Exception as exc:  # the peer went away: nothing to cancel any more
+                log.debug("cancel not sent", extra={"fields": {"peer": str(peer), "error": repr(exc)}})
+
+
+def _children(cid: CID, data: bytes) -> list[CID]:
+    if cid.codec != DAG_PB:
+        return []
+    try:
+        return [link.cid for link in decode_node(data).links if not link.cid.is_identity]
+    except DagPBError:
+        return []
