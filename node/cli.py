@@ -149,18 +149,21 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     import trio
 
     from .config import parse_listen
-    from .daemon import run_node, with_listen
+    from .daemon import run_node, with_overrides
 
-    config = with_listen(load(args.data_dir), parse_listen(args.gateway) if args.gateway else None)
+    gateway = parse_listen(args.gateway) if args.gateway else None
+    config = with_overrides(load(args.data_dir), gateway, args.listen, args.bootstrap)
     demo: tuple[CID, int] | None = None
     if args.demo:
         store = BlockStore(config.data_dir / "store", config.store)
         demo = add_demo_clip(config, store)
         store.close()
 
-    def ready(base: str) -> None:
-        info: dict[str, Any] = {"gateway": base, "data_dir": str(config.data_dir)}
-        lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID"]
+    def ready(node: dict[str, Any]) -> None:
+        base = node["gateway"]
+        info: dict[str, Any] = {**node, "data_dir": str(config.data_dir)}
+        lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID", f"peer id: {node['peer_id']}"]
+        lines += [f"swarm: {addr}" for addr in node["swarm"]]
         if demo is not None:
             info["demo"] = {"cid": str(demo[0]), "url": f"{base}/ipfs/{demo[0]}"}
             lines.append(f"demo clip: {base}/ipfs/{demo[0]}")
@@ -169,6 +172,17 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
         sys.stdout.flush()
 
     trio.run(run_node, config, ready)
+
+
+def cmd_id(args: argparse.Namespace, out: Output) -> None:
+    from .swarm.host import load_identity
+
+    config = load(args.data_dir)
+    from libp2p.peer.id import ID
+
+    peer_id = ID.from_pubkey(load_identity(config.data_dir).public_key).to_base58()
+    addrs = [f"{a}/p2p/{peer_id}" for a in config.swarm.listen]
+    out.result({"peer_id": peer_id, "addrs": addrs}, "\n".join([peer_id, *addrs]))
 
 
 def cmd_token(args: argparse.Namespace, out: Output) -> None:
@@ -427,6 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("serve", cmd_serve, "run the node (HTTP gateway) until Ctrl-C or SIGTERM")
     p.add_argument("--gateway", metavar="HOST:PORT", help="gateway address (default from config: 127.0.0.1:8080)")
     p.add_argument("--demo", action="store_true", help="add a demo clip first and print its URL")
+    p.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="libp2p listen address, repeatable (default from config: /ip4/0.0.0.0/tcp/4001)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="MULTIADDR/p2p/PEERID",
+        help="peer to stay connected to, repeatable",
+    )
+
+    command("id", cmd_id, "this node's peer ID and swarm addresses")
 
     p = command("token", cmd_token, "manage upload tokens for the write API")
     token_sub = p.add_subparsers(dest="token_command", required=True, metavar="create|revoke|ls")

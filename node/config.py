@@ -40,6 +40,12 @@ listen = "127.0.0.1:8080"
 public_url = ""
 # Largest single upload through the write API.
 max_upload = "4GiB"
+
+[swarm]
+# libp2p listen addresses (TCP; Noise and Yamux only). medianode serve --listen overrides.
+listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Peers to stay connected to, as /ip4/HOST/tcp/PORT/p2p/PEERID (--bootstrap adds to them).
+bootstrap = []
 """
 
 _UNITS = {
@@ -92,11 +98,18 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class SwarmConfig:
+    listen: tuple[str, ...]
+    bootstrap: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     data_dir: Path
     store: StoreConfig
     chunk_size: int
     gateway: GatewayConfig
+    swarm: SwarmConfig = SwarmConfig(("/ip4/0.0.0.0/tcp/4001",), ())
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -138,6 +151,11 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
         if public_url and not public_url.startswith(("http://", "https://")):
             raise ConfigError(f"gateway.public_url must start with http:// or https://, got {public_url!r}")
         gateway = GatewayConfig(listen, public_url, parse_size(section.get("max_upload", "4GiB")))
+        swarm_section = raw.get("swarm", {})
+        swarm = SwarmConfig(
+            tuple(str(a) for a in swarm_section.get("listen", ["/ip4/0.0.0.0/tcp/4001"])),
+            tuple(str(a) for a in swarm_section.get("bootstrap", [])),
+        )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return NodeConfig(data_dir, store, chunk_size, gateway)
+    return NodeConfig(data_dir, store, chunk_size, gateway, swarm)

@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -29,8 +30,12 @@ def gateway_settings(config: NodeConfig) -> GatewaySettings:
     return GatewaySettings(config.gateway.base_url(), config.gateway.max_upload, config.data_dir, config.chunk_size)
 
 
-async def run_node(config: NodeConfig, on_ready: Callable[[str], None]) -> None:
-    """Serve until SIGINT/SIGTERM. ``on_ready`` gets the gateway's base URL once it listens."""
+async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None]) -> None:
+    """Serve until SIGINT/SIGTERM. ``on_ready`` gets the gateway URL and swarm addresses once both listen."""
+    from .swarm.host import parse_peer_addr
+    from .swarm.node import open_swarm
+
+    bootstrap = [parse_peer_addr(a) for a in config.swarm.bootstrap]
     store = BlockStore(config.data_dir / "store", config.store)
     tokens = TokenStore(config.data_dir / "gateway.sqlite")
     host, port = config.gateway.listen
@@ -43,7 +48,10 @@ async def run_node(config: NodeConfig, on_ready: Callable[[str], None]) -> None:
     hyper.h11_max_incomplete_size = 64 * 1024
     settings = gateway_settings(config)
     try:
-        async with trio.open_nursery() as nursery:
+        async with (
+            open_swarm(store, config.data_dir, list(config.swarm.listen), bootstrap) as swarm,
+            trio.open_nursery() as nursery,
+        ):
             stop = trio.Event()
 
             async def wait_for_signal() -> None:
@@ -54,14 +62,14 @@ async def run_node(config: NodeConfig, on_ready: Callable[[str], None]) -> None:
                         return
 
             nursery.start_soon(wait_for_signal)
-            app = build_app(store, settings, Metrics(), tokens)
+            app = build_app(store, settings, Metrics(), tokens, swarm)
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip
             base = binds[0].rstrip("/")
             if not config.gateway.public_url:
                 settings.public_url = base  # the port actually bound, also when 0 was asked for
-            on_ready(base)
+            on_ready({"gateway": base, "peer_id": swarm.peer_id, "swarm": swarm.addrs()})
             await stop.wait()
             nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
@@ -69,7 +77,15 @@ async def run_node(config: NodeConfig, on_ready: Callable[[str], None]) -> None:
         store.close()
 
 
-def with_listen(config: NodeConfig, listen: tuple[str, int] | None) -> NodeConfig:
-    if listen is None:
-        return config
-    return replace(config, gateway=replace(config.gateway, listen=listen))
+def with_overrides(
+    config: NodeConfig, gateway: tuple[str, int] | None, listen: list[str], bootstrap: list[str]
+) -> NodeConfig:
+    """The config with ``serve``'s command-line options applied."""
+    if gateway is not None:
+        config = replace(config, gateway=replace(config.gateway, listen=gateway))
+    swarm = config.swarm
+    if listen:
+        swarm = replace(swarm, listen=tuple(listen))
+    if bootstrap:
+        swarm = replace(swarm, bootstrap=swarm.bootstrap + tuple(bootstrap))
+    return replace(config, swarm=swarm)

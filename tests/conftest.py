@@ -98,19 +98,24 @@ def node(tmp_path: Path) -> Node:
 class Served:
     """A real ``medianode serve`` process on 127.0.0.1 with a free port."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, bootstrap: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.node = Node(data_dir)
         env = {**os.environ, "MEDIANODE_DATA": str(data_dir)}
+        peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--json"],
+            [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
+             "--listen", "/ip4/127.0.0.1/tcp/0", *peers, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"serve did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
-        self.url: str = json.loads(line)["gateway"]
+        ready = json.loads(line)
+        self.url: str = ready["gateway"]
+        self.peer_id: str = ready["peer_id"]
+        self.swarm_addrs: list[str] = ready["swarm"]
 
     def stop(self, sig: int = 15, timeout: float = 15) -> int:
         if self.proc.poll() is None:

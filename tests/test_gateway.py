@@ -121,8 +121,8 @@ def test_directories(served: Served, tmp_path: Path) -> None:
 
 
 def test_bad_requests_are_4xx_never_5xx(served: Served, clip: Path) -> None:
-    """Tried: path traversal (raw and percent-encoded), an overlong path, malformed CIDs, a CID the node
-    lacks, no CID, an unsupported ?format and an Accept the gateway cannot satisfy."""
+    """Tried: path traversal (raw and percent-encoded), an overlong path, malformed CIDs, no CID, an
+    unsupported ?format and an Accept the gateway cannot satisfy; and a CID nobody has (a 504)."""
     cid = add(served, clip)
     assert raw_get(served, f"/ipfs/{cid}/../../etc/passwd")[0] in (400, 404)
     assert raw_get(served, f"/ipfs/{cid}/%2e%2e/%2e%2e/etc/passwd")[0] == 400
@@ -131,7 +131,8 @@ def test_bad_requests_are_4xx_never_5xx(served: Served, clip: Path) -> None:
         r = httpx.get(f"{served.url}/ipfs/{bad}")
         assert r.status_code == 400 and "invalid CID" in r.text
     absent = "bafkreie43rmrkrsaa3d6wejceoptbb6eplcakj44pjyagbkuf6chzrf7nu"
-    assert httpx.get(f"{served.url}/ipfs/{absent}").status_code == 404
+    lacking = httpx.get(f"{served.url}/ipfs/{absent}")  # not stored, and no peer to fetch it from
+    assert lacking.status_code == 504 and lacking.headers["retry-after"] == "10"
     assert httpx.get(f"{served.url}/ipfs/").status_code == 400
     assert httpx.get(f"{served.url}/ipfs/{cid}?format=tar").status_code == 400
     dag_json = httpx.get(f"{served.url}/ipfs/{cid}", headers={"Accept": "application/vnd.ipld.dag-json"})

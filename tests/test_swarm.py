@@ -45,3 +45,34 @@ def test_a_node_fetches_a_file_from_another(tmp_path: Path) -> None:
     assert fetched == 22  # 21 leaves and the root
     assert b"".join(store_b.read_range(cid)) == data
     assert store_b.dag_counts(cid)[1] == 0
+
+
+def test_gateway_serves_a_file_only_a_peer_has(tmp_path: Path) -> None:
+    """Node A stores a clip; node B (bootstrapped to A) serves it over HTTP, ranges included,
+    fetching from A, and keeps it: B serves it again after A is gone."""
+    import httpx
+
+    from conftest import Served
+
+    data = gen(3 * MiB + 5, b"peer-only")
+    a = Served(tmp_path / "a")
+    b: Served | None = None
+    try:
+        (tmp_path / "clip.bin").write_bytes(data)
+        cid = a.node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+        b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+        with httpx.Client(timeout=30) as client:
+            ranged = client.get(f"{b.url}/ipfs/{cid}", headers={"Range": "bytes=1000000-1999999"})
+            assert ranged.status_code == 206 and ranged.content == data[1000000:2000000]
+            whole = client.get(f"{b.url}/ipfs/{cid}")
+            assert whole.status_code == 200 and whole.content == data
+        assert a.stop() == 0
+        with httpx.Client(timeout=30) as client:
+            assert client.get(f"{b.url}/ipfs/{cid}").content == data
+            absent = "bafkreie43rmrkrsaa3d6wejceoptbb6eplcakj44pjyagbkuf6chzrf7nu"
+            missing = client.get(f"{b.url}/ipfs/{absent}")
+            assert missing.status_code == 504 and missing.headers["retry-after"]
+    finally:
+        a.stop()
+        if b is not None:
+            assert b.stop() == 0

@@ -18,7 +18,7 @@ import logging
 import urllib.parse
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +46,13 @@ RAW_TYPE = "application/vnd.ipld.raw"
 CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 MAX_PATH = 4096
+MAX_FETCH_ROUNDS = 16  # each round fetches what the last attempt found missing
+FETCH_DEADLINE = 30.0  # seconds a request waits on the swarm before a 504
 IPFS_PREFIX = "/ipfs/"
 PIECE = 4 * 1024 * 1024  # bytes per trip to the worker thread when streaming
 SMALL_BODY = 4 * 1024 * 1024  # responses up to this size are read in one trip and sent whole
 DESCRIBED_CACHE = 4096
+STREAM_WINDOW = 16 * 1024 * 1024  # bytes of a large response fetched from the swarm at a time
 # Accept values that name IPLD response formats we do not produce.
 UNSUPPORTED_FORMATS = {
     "application/vnd.ipld.dag-json", "application/vnd.ipld.dag-cbor", "application/json", "application/cbor",
@@ -197,32 +200,52 @@ class Described:
     node_type: NodeType
     size: int
     head: bytes  # the first bytes of a file, for its Content-Type
+    complete: bool = True  # every block of the file is stored
 
 
 class Gateway:
-    def __init__(self, store: BlockStore, settings: GatewaySettings, metrics: Metrics) -> None:
+    def __init__(self, store: BlockStore, settings: GatewaySettings, metrics: Metrics, swarm: Any = None) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        self.swarm = swarm  # a node.swarm.node.Swarm, or None: serve only what is stored
         self._described: OrderedDict[CID, Described] = OrderedDict()
 
     async def run_sync(self, func: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args)
 
     async def ipfs(self, request: Request, raw_path: str) -> Response:
+        for _ in range(MAX_FETCH_ROUNDS):
+            try:
+                return await self._ipfs(request, raw_path)
+            except BlockNotFound as exc:
+                if self.swarm is None or not isinstance(exc.cid, CID):
+                    return problem_response(HTTPProblem(404, str(exc)))
+                problem = await self._fetch_from_swarm(self.swarm.fetch_structure, exc.cid)
+                if problem is not None:
+                    return problem_response(problem)
+            except HTTPProblem as exc:
+                return problem_response(exc)
+            except CorruptBlock as exc:
+                log.warning("corrupt block", extra={"fields": {"cid": str(exc.cid)}})
+                return problem_response(HTTPProblem(502, f"{exc}; it has been quarantined"))
+            except (UnixFSError, DagPBError) as exc:
+                return problem_response(HTTPProblem(502, f"stored DAG is not valid UnixFS: {exc}"))
+            except StoreError as exc:
+                return problem_response(HTTPProblem(500, str(exc)))
+        return problem_response(HTTPProblem(504, "the swarm kept missing blocks", {"Retry-After": "10"}))
+
+    async def _fetch_from_swarm(self, fetch: Any, *args: Any) -> HTTPProblem | None:
+        """Run a swarm fetch under the gateway's deadline; a problem to answer with if it fails."""
+        from ..swarm.bitswap import FetchError
+
         try:
-            return await self._ipfs(request, raw_path)
-        except HTTPProblem as exc:
-            return problem_response(exc)
-        except BlockNotFound as exc:
-            return problem_response(HTTPProblem(404, str(exc)))
-        except CorruptBlock as exc:
-            log.warning("corrupt block", extra={"fields": {"cid": str(exc.cid)}})
-            return problem_response(HTTPProblem(502, f"{exc}; it has been quarantined"))
-        except (UnixFSError, DagPBError) as exc:
-            return problem_response(HTTPProblem(502, f"stored DAG is not valid UnixFS: {exc}"))
-        except StoreError as exc:
-            return problem_response(HTTPProblem(500, str(exc)))
+            with anyio.fail_after(FETCH_DEADLINE):
+                await fetch(*args)
+        except (FetchError, TimeoutError) as exc:
+            reason = str(exc) or f"no provider answered within {FETCH_DEADLINE:.0f} s"
+            return HTTPProblem(504, f"not stored here and not fetched from the swarm: {reason}", {"Retry-After": "10"})
+        return None
 
     async def _ipfs(self, request: Request, raw_path: str) -> Response:
         cid, segments = parse_ipfs_path(raw_path)
@@ -305,9 +328,17 @@ class Gateway:
         facts = self._described.get(cid)
         if facts is None:
             facts = await self.run_sync(self._describe, cid)
-            self._described[cid] = facts
-            if len(self._described) > DESCRIBED_CACHE:
-                self._described.popitem(last=False)
+            if not facts.complete and facts.node_type in (NodeType.FILE, NodeType.RAW):
+                # Still arriving from the swarm: its first bytes tell the Content-Type.
+                problem = await self._fetch_from_swarm(self.swarm.fetch_range, cid, 0, SNIFF_BYTES)
+                if problem is not None:
+                    raise problem
+                head = await self.run_sync(lambda: b"".join(self.store.read_range(cid, 0, SNIFF_BYTES)))
+                facts = replace(facts, head=head)
+            else:
+                self._described[cid] = facts
+                if len(self._described) > DESCRIBED_CACHE:
+                    self._described.popitem(last=False)
         if facts.node_type == NodeType.DIRECTORY:
             return await self._directory(request, resolved, headers)
         if facts.node_type not in (NodeType.FILE, NodeType.RAW):
@@ -322,7 +353,11 @@ class Gateway:
             if node_type not in (NodeType.FILE, NodeType.RAW):
                 return Described(node_type, 0, b"")
         size = self.store.file_size(cid)
-        return Described(node_type, size, b"".join(self.store.read_range(cid, 0, SNIFF_BYTES)))
+        complete = self.store.dag_counts(cid)[1] == 0
+        if not complete and self.swarm is None:
+            raise BlockNotFound(cid)
+        head = b"".join(self.store.read_range(cid, 0, SNIFF_BYTES)) if complete else b""
+        return Described(node_type, size, head, complete)
 
     def _read_small(self, cid: CID, root: CID, start: int, length: int) -> bytes:
         self.store.touch(root)
@@ -352,6 +387,13 @@ class Gateway:
         headers["Content-Length"] = str(length)
         if request.method == "HEAD":
             return Response(status_code=status, headers=headers, media_type=media_type)
+        partial = self.swarm is not None and not facts.complete
+        if partial:
+            # Blocks under the range first, then the rest of the file in the background.
+            problem = await self._fetch_from_swarm(self.swarm.fetch_range, cid, start, min(length, SMALL_BODY))
+            if problem is not None:
+                raise problem
+            self.swarm.cache_in_background(cid)
         if length <= SMALL_BODY:
             # One trip to the worker thread and a plain response: what a player's seek costs.
             body = await self.run_sync(self._read_small, cid, resolved.root, start, length)
@@ -359,17 +401,25 @@ class Gateway:
             return Response(body, status_code=status, headers=headers, media_type=media_type)
         await self.run_sync(self.store.touch, resolved.root)
         return StreamingResponse(
-            self._bytes(cid, start, length), status_code=status, headers=headers, media_type=media_type
+            self._bytes(cid, start, length, partial), status_code=status, headers=headers, media_type=media_type
         )
 
-    async def _bytes(self, cid: CID, start: int, length: int) -> AsyncIterator[bytes]:
-        pieces = self.store.read_range(cid, start, length, piece_size=PIECE)
-        while True:
-            piece = await self.run_sync(next, pieces, None)
-            if piece is None:
-                return
-            self.metrics.bytes_served.inc(len(piece))
-            yield piece
+    async def _bytes(self, cid: CID, start: int, length: int, partial: bool) -> AsyncIterator[bytes]:
+        """The range in windows; for a file still arriving from the swarm, each window is fetched
+        (its blocks, in parallel) just before it is sent, so bytes flow as they arrive."""
+        end = start + length
+        position = start
+        while position < end:
+            window = min(STREAM_WINDOW, end - position)
+            if partial:
+                problem = await self._fetch_from_swarm(self.swarm.fetch_range, cid, position, window)
+                if problem is not None:
+                    raise RuntimeError(problem.reason)  # headers are sent: all that is left is to cut the body
+            pieces = self.store.read_range(cid, position, window, piece_size=PIECE)
+            while (piece := await self.run_sync(next, pieces, None)) is not None:
+                self.metrics.bytes_served.inc(len(piece))
+                yield piece
+            position += window
 
     async def _directory(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
         path = request.url.path
@@ -410,14 +460,16 @@ def _etag_matches(request: Request, etag: str) -> bool:
     return "*" in candidates or etag in candidates
 
 
-def build_app(store: BlockStore, settings: GatewaySettings, metrics: Metrics, tokens: Any = None) -> ASGIApp:
+def build_app(
+    store: BlockStore, settings: GatewaySettings, metrics: Metrics, tokens: Any = None, swarm: Any = None
+) -> ASGIApp:
     """The ASGI application; ``tokens`` (a TokenStore) enables the write API.
 
     ``/ipfs/`` is dispatched before Starlette's router and middleware: a video
     player's Range requests are the hot path, and that stack cost more per
     request than reading the megabyte it asks for.
     """
-    gateway = Gateway(store, settings, metrics)
+    gateway = Gateway(store, settings, metrics, swarm)
     routes = [Route("/metrics", metrics.endpoint(store), methods=["GET"])]
     if tokens is not None:
         from .api import api_routes

@@ -17,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..storage.cid import CID, DAG_PB, RAW
+from ..storage.cid import CID, DAG_PB
 from ..storage.dagpb import decode_node
+from ..storage.layout import children_in_range
 from ..storage.unixfs import NodeType, decode_unixfs
 
 GetBlock = Callable[[CID], bytes]
@@ -136,13 +137,5 @@ def _file_range(
 ) -> Iterator[tuple[CID, bytes]]:
     """The file node at ``offset`` and, below it, every block holding bytes in [first, last]."""
     yield cid, block
-    if cid.codec == RAW:
-        return
-    node, data = decode_unixfs(block)
-    position = offset + len(data.data or b"")
-    for link, size in zip(node.links, data.blocksizes, strict=False):
-        start, end = position, position + size - 1
-        position += size
-        if end < first or start > last or size == 0:
-            continue
-        yield from _file_range(get_block, link.cid, get_block(link.cid), start, first, last)
+    for child, start in children_in_range(cid, block, offset, first, last):
+        yield from _file_range(get_block, child, get_block(child), start, first, last)

@@ -112,6 +112,23 @@ def walk_file(root: CID, get_block: Callable[[CID], bytes]) -> FileLayout:
     return FileLayout(offset, leaves)
 
 
+def children_in_range(cid: CID, block: bytes, start: int, first: int, last: int) -> list[tuple[CID, int]]:
+    """Children of the file node ``cid`` (whose content begins at file offset ``start``) that hold
+    any byte in [first, last], with the offset each one begins at. A raw leaf has none."""
+    if cid.codec != DAG_PB:
+        return []
+    node, data = decode_unixfs(block)
+    if data.type not in (NodeType.FILE, NodeType.RAW):
+        return []
+    out = []
+    position = start + len(data.data or b"")
+    for link, size in zip(node.links, data.blocksizes, strict=False):
+        if size and position <= last and position + size - 1 >= first:
+            out.append((link.cid, position))
+        position += size
+    return out
+
+
 def plan_reads(
     layout: FileLayout, offset: int, length: int, locations: list[Location | None]
 ) -> list[PackRun | LeafSlice]:

@@ -33,6 +33,7 @@ from libp2p.peer.id import ID
 from ..storage.cid import CID, DAG_PB
 from ..storage.dagpb import DagPBError, decode_node
 from ..storage.errors import StoreError
+from ..storage.layout import children_in_range
 from ..storage.store import BlockStore, ImportBatch
 from .bitswap_wire import (
     MAX_MESSAGE_SIZE,
@@ -200,11 +201,56 @@ class BlockExchange:
 
         Raises FetchError when no peer has a wanted block, or nothing arrives for ``idle_limit``.
         """
-        if not peers:
-            raise FetchError(f"no peers to fetch {root} from")
         missing = await trio.to_thread.run_sync(self.store.missing_in_dag, root)
+        return await self._fetch(missing, peers, root, _every, timeout, window, idle_limit, on_block)
+
+    async def fetch_structure(self, root: CID, peers: list[ID], *, timeout: float = 10.0) -> int:
+        """Fetch ``root`` and the dag-pb nodes under it, but no raw leaves: what a reader needs to
+        know where every byte of a file is, a level at a time in parallel."""
+        missing = [
+            c for c in await trio.to_thread.run_sync(self.store.missing_in_dag, root) if c.codec == DAG_PB or c == root
+        ]
+        return await self._fetch(missing, peers, None, _dag_pb_only, timeout, 32, 30.0, None)
+
+    async def fetch_blocks(
+        self, cids: list[CID], peers: list[ID], *, timeout: float = 10.0, idle_limit: float = 30.0
+    ) -> int:
+        """Fetch exactly these blocks (those the store lacks), not what they link to."""
+        missing = [c for c in cids if not await trio.to_thread.run_sync(self.store.has, c)]
+        return await self._fetch(missing, peers, None, _nothing, timeout, 32, idle_limit, None)
+
+    async def fetch_range(
+        self, root: CID, offset: int, length: int, peers: list[ID], *, timeout: float = 10.0, idle_limit: float = 30.0
+    ) -> int:
+        """Fetch the blocks that hold bytes [offset, offset+length) of the file at ``root``: one
+        tree level per round, so a seek into a large file costs a few round trips, not the file."""
+        fetched = 0
+        level: list[tuple[CID, int]] = [(root, 0)]
+        while level:
+            fetched += await self.fetch_blocks([cid for cid, _ in level], peers, timeout=timeout, idle_limit=idle_limit)
+            next_level: list[tuple[CID, int]] = []
+            for cid, start in level:
+                block = await trio.to_thread.run_sync(self.store.get_block, cid)
+                next_level += children_in_range(cid, block, start, offset, offset + length - 1)
+            level = next_level
+        return fetched
+
+    async def _fetch(
+        self,
+        missing: list[CID],
+        peers: list[ID],
+        root: CID | None,
+        expand: Callable[[CID], bool],
+        timeout: float,
+        window: int,
+        idle_limit: float,
+        on_block: Callable[[CID, int], None] | None,
+    ) -> int:
         if not missing:
             return 0
+        if not peers:
+            raise FetchError(f"no peers to fetch {missing[0]} from")
+        what = root or missing[0]
         send_arrival, receive_arrival = trio.open_memory_channel[tuple[CID, bytes]](float("inf"))
         scheduler: WantScheduler[ID] = WantScheduler(window=window, timeout=timeout)
         fetch = _Fetch(scheduler, self.store.new_batch(), send_arrival, set(peers))
@@ -220,10 +266,10 @@ class BlockExchange:
             while not scheduler.done or receive_arrival.statistics().current_buffer_used:
                 await self._send_requests(fetch)
                 if not fetch.peers:
-                    raise FetchError(f"every peer was dropped while fetching {root}")
+                    raise FetchError(f"every peer was dropped while fetching {what}")
                 unavailable = scheduler.unavailable()
                 if unavailable and unavailable == scheduler.missing:
-                    raise FetchError(f"no peer has {len(unavailable)} blocks of {root}, e.g. {next(iter(unavailable))}")
+                    raise FetchError(f"no peer has {len(unavailable)} blocks of {what}, e.g. {next(iter(unavailable))}")
                 deadline = scheduler.next_deadline()
                 wait = 1.0 if deadline is None else max(0.01, min(1.0, deadline - trio.current_time()))
                 with trio.move_on_after(wait):
@@ -235,7 +281,11 @@ class BlockExchange:
                     if on_block is not None:
                         on_block(cid, len(data))
                     for child in _children(cid, data):
-                        if child not in fetch.batch and not await trio.to_thread.run_sync(self.store.has, child):
+                        if (
+                            expand(child)
+                            and child not in fetch.batch
+                            and not await trio.to_thread.run_sync(self.store.has, child)
+                        ):
                             scheduler.want([child])
                     if pending_bytes >= COMMIT_EVERY:
                         # Committed blocks survive a crash, so a restarted fetch resumes from here.
@@ -243,9 +293,9 @@ class BlockExchange:
                         fetch.batch = self.store.new_batch()
                         pending_bytes = 0
                 if trio.current_time() - last_progress > idle_limit:
-                    raise FetchError(f"no block of {root} arrived for {idle_limit:.0f} s")
+                    raise FetchError(f"no block of {what} arrived for {idle_limit:.0f} s")
             final = fetch.batch
-            await trio.to_thread.run_sync(lambda: final.commit([root], None, 0, False))
+            await trio.to_thread.run_sync(lambda: final.commit([root] if root else [], None, 0, False))
         finally:
             fetch.batch.abort()  # a no-op once committed
             self._fetches.remove(fetch)
@@ -278,6 +328,18 @@ class BlockExchange:
                 await self.send(peer, BitswapMessage(wants=[WantEntry(c, cancel=True) for c in cids]))
             except Exception as exc:  # the peer went away: nothing to cancel any more
                 log.debug("cancel not sent", extra={"fields": {"peer": str(peer), "error": repr(exc)}})
+
+
+def _every(cid: CID) -> bool:
+    return True
+
+
+def _nothing(cid: CID) -> bool:
+    return False
+
+
+def _dag_pb_only(cid: CID) -> bool:
+    return cid.codec == DAG_PB
 
 
 def _children(cid: CID, data: bytes) -> list[CID]:

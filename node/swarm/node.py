@@ -1,0 +1,113 @@
+"""The swarm as the rest of the node sees it: connected peers, and fetching what the store lacks.
+
+``Swarm.run`` owns the host's lifetime and the background tasks (keeping
+bootstrap peers connected, completing cached files) in its own nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import multiaddr
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+
+from ..storage.cid import CID
+from ..storage.store import BlockStore
+from .bitswap import BlockExchange, FetchError
+from .host import full_addrs, load_identity, make_host
+
+log = logging.getLogger("medianode.swarm")
+
+RECONNECT_EVERY = 30.0
+CONNECT_TIMEOUT = 10.0
+
+
+class Swarm:
+    def __init__(self, host: IHost, store: BlockStore, bootstrap: list[PeerInfo]) -> None:
+        self.host = host
+        self.store = store
+        self.exchange = BlockExchange(host, store)
+        self.bootstrap = bootstrap
+        self._nursery: trio.Nursery | None = None
+        self._caching: set[CID] = set()
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id().to_base58())
+
+    def addrs(self) -> list[str]:
+        return full_addrs(self.host)
+
+    def peers(self) -> list[ID]:
+        return list(self.host.get_connected_peers())
+
+    async def connect(self, info: PeerInfo) -> None:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            await self.host.connect(info)
+
+    async def _keep_bootstrap_connected(self) -> None:
+        while True:
+            connected = set(self.peers())
+            for info in self.bootstrap:
+                if info.peer_id not in connected:
+                    try:
+                        await self.connect(info)
+                    except Exception as exc:  # unreachable for now: try again next round
+                        log.info("bootstrap peer unreachable", extra={"fields": {"peer": str(info.peer_id),
+                                                                                  "error": repr(exc)}})  # fmt: skip
+            await trio.sleep(RECONNECT_EVERY)
+
+    def _need_peers(self) -> list[ID]:
+        peers = self.peers()
+        if not peers:
+            raise FetchError("no peers connected")
+        return peers
+
+    async def fetch_structure(self, root: CID) -> None:
+        await self.exchange.fetch_structure(root, self._need_peers())
+
+    async def fetch_range(self, root: CID, offset: int, length: int) -> None:
+        await self.exchange.fetch_range(root, offset, length, self._need_peers())
+
+    async def fetch_dag(self, root: CID) -> int:
+        return await self.exchange.fetch_dag(root, self._need_peers())
+
+    def cache_in_background(self, root: CID) -> None:
+        """Complete a partly fetched file in the background, once at a time per root."""
+        if self._nursery is None or root in self._caching:
+            return
+        self._caching.add(root)
+
+        async def complete() -> None:
+            try:
+                await self.fetch_dag(root)
+            except (FetchError, trio.TooSlowError) as exc:
+                log.info("background fetch stopped", extra={"fields": {"cid": str(root), "error": str(exc)}})
+            finally:
+                self._caching.discard(root)
+
+        self._nursery.start_soon(complete)
+
+
+@asynccontextmanager
+async def open_swarm(
+    store: BlockStore, data_dir: Path, listen: list[str], bootstrap: list[PeerInfo]
+) -> AsyncIterator[Swarm]:
+    """Start the host and the swarm's background tasks; stop them all on exit."""
+    key_pair = load_identity(data_dir)
+    addrs = [multiaddr.Multiaddr(a) for a in listen]
+    host = make_host(key_pair, addrs)
+    async with host.run(listen_addrs=addrs), trio.open_nursery() as nursery:
+        swarm = Swarm(host, store, bootstrap)
+        swarm._nursery = nursery
+        nursery.start_soon(swarm._keep_bootstrap_connected)
+        try:
+            yield swarm
+        finally:
+            nursery.cancel_scope.cancel()
