@@ -76,3 +76,143 @@ def test_gateway_serves_a_file_only_a_peer_has(tmp_path: Path) -> None:
         a.stop()
         if b is not None:
             assert b.stop() == 0
+
+
+class _Nodes:
+    """Several real libp2p hosts in one trio run, each with its own store and exchange."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    async def start(self, stack: object, name: str, exchange_class: type | None = None) -> tuple[object, object]:
+        from contextlib import AsyncExitStack
+
+        from node.swarm.bitswap import BlockExchange
+        from node.swarm.host import load_identity, make_host
+
+        assert isinstance(stack, AsyncExitStack)
+        store = BlockStore(self.tmp_path / name)
+        host = make_host(load_identity(self.tmp_path / name), [LOOPBACK])
+        await stack.enter_async_context(host.run(listen_addrs=[LOOPBACK]))
+        return host, (exchange_class or BlockExchange)(host, store)
+
+
+def _corrupting_exchange() -> type:
+    from node.swarm.bitswap import BlockExchange
+
+    class Corrupting(BlockExchange):
+        """Serves every block with one byte flipped."""
+
+        def _block_or_none(self, cid: CID) -> bytes | None:
+            block = super()._block_or_none(cid)
+            return None if block is None else bytes([block[0] ^ 1]) + block[1:]
+
+    return Corrupting
+
+
+def _silent_exchange() -> type:
+    from node.swarm.bitswap import BlockExchange
+
+    class Silent(BlockExchange):
+        """Accepts wants and never answers them."""
+
+        async def _serve(self, peer: object, wants: object) -> None:  # type: ignore[override]
+            return None
+
+    return Silent
+
+
+def test_corrupt_provider_is_dropped_and_the_honest_one_delivers(tmp_path: Path) -> None:
+    """Tried: a provider that sends every block with a flipped byte. Asked alone, its blocks hash to
+    CIDs nobody asked for: it is dropped after three and banned, the fetch fails, nothing it sent is
+    stored. Asked beside an honest provider, the file arrives whole and verifies."""
+    from contextlib import AsyncExitStack
+
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from node.swarm.bitswap import FetchError
+
+    data = gen(4 * MiB, b"honest")
+    nodes = _Nodes(tmp_path)
+
+    async def main() -> tuple[BlockStore, CID, str, bool]:
+        async with AsyncExitStack() as stack:
+            liar_host, liar = await nodes.start(stack, "liar", _corrupting_exchange())
+            honest_host, honest = await nodes.start(stack, "honest")
+            me_host, me = await nodes.start(stack, "me")
+            cid = add(liar.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            assert add(honest.store, tmp_path, data, "clip") == cid  # type: ignore[attr-defined]
+            liar_id, honest_id = liar_host.get_id(), honest_host.get_id()  # type: ignore[attr-defined]
+            with trio.fail_after(60):
+                for other in (liar_host, honest_host):
+                    await me_host.connect(PeerInfo(other.get_id(), other.get_addrs()))  # type: ignore[attr-defined]
+                try:
+                    await me.fetch_dag(cid, [liar_id], timeout=1.0)  # type: ignore[attr-defined]
+                    alone = "fetched"
+                except FetchError as exc:
+                    alone = str(exc)
+                banned = me.is_banned(liar_id)  # type: ignore[attr-defined]
+                assert me.store.repo_stat().blocks == 0  # type: ignore[attr-defined]
+                await me.fetch_dag(cid, [liar_id, honest_id])  # type: ignore[attr-defined]
+            return me.store, cid, alone, banned  # type: ignore[attr-defined]
+
+    store, cid, alone, banned = trio.run(main)
+    assert "dropped" in alone and banned
+    assert b"".join(store.read_range(cid)) == data
+    assert store.verify() == []
+
+
+def test_silent_provider_times_out_and_another_delivers(tmp_path: Path) -> None:
+    """Tried: a provider that takes wants and never answers; after the timeout its wants move on."""
+    from contextlib import AsyncExitStack
+
+    from libp2p.peer.peerinfo import PeerInfo
+
+    data = gen(2 * MiB, b"slow")
+    nodes = _Nodes(tmp_path)
+
+    async def main() -> tuple[BlockStore, CID, float]:
+        async with AsyncExitStack() as stack:
+            silent_host, silent = await nodes.start(stack, "silent", _silent_exchange())
+            good_host, good = await nodes.start(stack, "good")
+            me_host, me = await nodes.start(stack, "me")
+            cid = add(silent.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            add(good.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            for other in (silent_host, good_host):
+                await me_host.connect(PeerInfo(other.get_id(), other.get_addrs()))  # type: ignore[attr-defined]
+            started = trio.current_time()
+            with trio.fail_after(30):
+                await me.fetch_dag(cid, [silent_host.get_id(), good_host.get_id()], timeout=1.0)  # type: ignore[attr-defined]
+            return me.store, cid, trio.current_time() - started  # type: ignore[attr-defined]
+
+    store, cid, took = trio.run(main)
+    assert b"".join(store.read_range(cid)) == data
+    assert took < 10
+
+
+def test_nothing_but_noise_is_spoken(tmp_path: Path) -> None:
+    """Tried: a peer offering only /plaintext/2.0.0 (which lets it claim any peer ID); refused."""
+    from libp2p import new_host
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import PeerInfo
+    from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+    from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    from node.swarm.host import load_identity, make_host
+
+    async def main() -> str:
+        ours = make_host(load_identity(tmp_path / "ours"), [LOOPBACK])
+        key = load_identity(tmp_path / "plain")
+        plain = new_host(key_pair=key, sec_opt={TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(key)},
+                         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux}, listen_addrs=[LOOPBACK])  # fmt: skip
+        async with ours.run(listen_addrs=[LOOPBACK]), plain.run(listen_addrs=[LOOPBACK]):
+            try:
+                with trio.fail_after(15):
+                    await plain.connect(PeerInfo(ours.get_id(), ours.get_addrs()))
+            except Exception as exc:
+                return type(exc).__name__
+            return "connected"
+
+    outcome = trio.run(main)
+    assert outcome != "connected"

@@ -56,6 +56,7 @@ log = logging.getLogger("medianode.swarm")
 READ_SIZE = 256 * 1024
 REPLY_BUDGET = MAX_MESSAGE_SIZE - 64 * 1024  # room for framing and presences
 COMMIT_EVERY = 8 * 1024 * 1024
+BAN_SECONDS = 600.0
 
 
 class FetchError(Exception):
@@ -79,12 +80,25 @@ class BlockExchange:
         self._fetches: list[_Fetch] = []
         self.blocks_served = 0
         self.bytes_served = 0
+        self._banned: dict[ID, float] = {}  # peer -> until when (trio clock)
         set_handlers(host, PROTOCOLS, self._inbound)
+
+    def is_banned(self, peer: ID) -> bool:
+        until = self._banned.get(peer)
+        if until is None:
+            return False
+        if trio.current_time() >= until:
+            del self._banned[peer]
+            return False
+        return True
 
     # -- inbound ------------------------------------------------------------------------------
 
     async def _inbound(self, stream: INetStream) -> None:
         peer = peer_of(stream)
+        if self.is_banned(peer):
+            await stream.reset()
+            return
         reader = FrameReader()
         while True:
             data = await stream.read(READ_SIZE)
@@ -97,6 +111,8 @@ class BlockExchange:
                 await self._drop(peer)
                 return
             for message in messages:
+                if self.is_banned(peer):
+                    return
                 await self._on_message(peer, message)
 
     async def _on_message(self, peer: ID, message: BitswapMessage) -> None:
@@ -156,6 +172,8 @@ class BlockExchange:
                 await self._drop(peer)
 
     async def _drop(self, peer: ID) -> None:
+        """Disconnect a misbehaving peer and refuse it for BAN_SECONDS."""
+        self._banned[peer] = trio.current_time() + BAN_SECONDS
         for fetch in self._fetches:
             fetch.scheduler.peer_gone(peer)
             fetch.peers.discard(peer)

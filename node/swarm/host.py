@@ -24,6 +24,7 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -61,8 +62,17 @@ def load_identity(data_dir: Path) -> KeyPair:
     return KeyPair(private, private.get_public_key())
 
 
+MAX_CONNECTIONS = 256
+
+
 def make_host(key_pair: KeyPair, listen: list[multiaddr.Multiaddr]) -> IHost:
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    # py-libp2p redials every peer in its peerstore whenever it has fewer than
+    # 100 connections (its AutoConnector); that would bring back peers we dropped
+    # for misbehaving. Watermarks of 0 turn it off: we choose whom to dial.
+    connections = ConnectionConfig(
+        max_connections=MAX_CONNECTIONS, min_connections=0, low_watermark=0, high_watermark=MAX_CONNECTIONS * 3 // 4
+    )
     return new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
@@ -70,6 +80,7 @@ def make_host(key_pair: KeyPair, listen: list[multiaddr.Multiaddr]) -> IHost:
         listen_addrs=listen,
         enable_mDNS=False,
         enable_upnp=False,
+        connection_config=connections,
     )
 
 

@@ -45,7 +45,8 @@ class Swarm:
         return full_addrs(self.host)
 
     def peers(self) -> list[ID]:
-        return list(self.host.get_connected_peers())
+        """Connected peers we trade with (not those dropped for misbehaving)."""
+        return [p for p in self.host.get_connected_peers() if not self.exchange.is_banned(p)]
 
     async def connect(self, info: PeerInfo) -> None:
         with trio.fail_after(CONNECT_TIMEOUT):
@@ -55,7 +56,7 @@ class Swarm:
         while True:
             connected = set(self.peers())
             for info in self.bootstrap:
-                if info.peer_id not in connected:
+                if info.peer_id not in connected and not self.exchange.is_banned(info.peer_id):
                     try:
                         await self.connect(info)
                     except Exception as exc:  # unreachable for now: try again next round
