@@ -81,6 +81,8 @@ def test_timeouts_strike_the_slow_peer_and_reassign() -> None:
     assert s.on_block("slow", want[0]) is Verdict.WANTED
     assert s.take_cancels() == {"fast": [want[0]]}
     assert s.on_block("slow", cids(1, b"junk")[0]) is Verdict.UNWANTED
+    assert s.take_drops() == []  # unwanted is not yet a strike: the exchange decides
+    s.penalize("slow")
     assert s.take_drops() == ["slow"]
 
 
@@ -92,6 +94,7 @@ def test_corrupt_or_unasked_blocks_get_a_peer_dropped() -> None:
     s.next_requests(0)
     for junk in cids(3, b"junk"):
         assert s.on_block("liar", junk) is Verdict.UNWANTED
+        s.penalize("liar")
     assert s.take_drops() == ["liar"]
     assert s.missing == set(cids(3))
 

@@ -470,7 +470,7 @@ def build_app(
     request than reading the megabyte it asks for.
     """
     gateway = Gateway(store, settings, metrics, swarm)
-    routes = [Route("/metrics", metrics.endpoint(store), methods=["GET"])]
+    routes = [Route("/metrics", metrics.endpoint(store, swarm), methods=["GET"])]
     if tokens is not None:
         from .api import api_routes
 

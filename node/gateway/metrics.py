@@ -44,6 +44,27 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily("medianode_store_pinned_bytes", "Bytes needed by pins", value=stat.pinned_bytes)
 
 
+class SwarmCollector(Collector):
+    def __init__(self, swarm: Any) -> None:
+        self.swarm = swarm
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        exchange = self.swarm.exchange
+        yield GaugeMetricFamily("medianode_swarm_peers", "Connected peers", value=len(self.swarm.peers()))
+        yield CounterMetricFamily(
+            "medianode_bitswap_blocks_served", "Blocks sent to peers", value=exchange.blocks_served
+        )
+        yield CounterMetricFamily(
+            "medianode_bitswap_bytes_served", "Block bytes sent to peers", value=exchange.bytes_served
+        )
+        yield CounterMetricFamily("medianode_bitswap_blocks_fetched", "Verified blocks received",
+                                  value=exchange.blocks_fetched)  # fmt: skip
+        yield CounterMetricFamily("medianode_bitswap_bytes_fetched", "Verified block bytes received",
+                                  value=exchange.bytes_fetched)  # fmt: skip
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -55,10 +76,12 @@ class Metrics:
         self.upload_bytes = Counter("medianode_upload_bytes", "Bytes stored by uploads", registry=self.registry)
         self._store_collector: StoreCollector | None = None
 
-    def endpoint(self, store: BlockStore) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(self, store: BlockStore, swarm: Any = None) -> Callable[[Request], Awaitable[Response]]:
         if self._store_collector is None:
             self._store_collector = StoreCollector(store)
             self.registry.register(self._store_collector)
+            if swarm is not None:
+                self.registry.register(SwarmCollector(swarm))
 
         async def metrics(request: Request) -> Response:
             body = await anyio.to_thread.run_sync(generate_latest, self.registry)

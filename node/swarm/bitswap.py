@@ -57,6 +57,9 @@ READ_SIZE = 256 * 1024
 REPLY_BUDGET = MAX_MESSAGE_SIZE - 64 * 1024  # room for framing and presences
 COMMIT_EVERY = 8 * 1024 * 1024
 BAN_SECONDS = 600.0
+MAX_STRIKES = 3
+ASKED_SECONDS = 120.0  # a block we asked for still counts as asked for this long
+ASKED_MEMORY = 4096  # entries per peer before old ones are pruned
 
 
 class FetchError(Exception):
@@ -80,7 +83,11 @@ class BlockExchange:
         self._fetches: list[_Fetch] = []
         self.blocks_served = 0
         self.bytes_served = 0
+        self.blocks_fetched = 0
+        self.bytes_fetched = 0
         self._banned: dict[ID, float] = {}  # peer -> until when (trio clock)
+        self._strikes: dict[ID, int] = {}  # unwanted blocks per peer
+        self._asked: dict[ID, dict[CID, float]] = {}  # what we asked each peer for, and when
         set_handlers(host, PROTOCOLS, self._inbound)
 
     def is_banned(self, peer: ID) -> bool:
@@ -107,8 +114,7 @@ class BlockExchange:
             try:
                 messages = [decode_message(raw) for raw in reader.feed(data)]
             except BitswapWireError as exc:
-                log.info("dropping peer: bad Bitswap message", extra={"fields": {"peer": str(peer), "error": str(exc)}})
-                await self._drop(peer)
+                await self._drop(peer, f"bad Bitswap message: {exc}")
                 return
             for message in messages:
                 if self.is_banned(peer):
@@ -156,24 +162,32 @@ class BlockExchange:
             return None
 
     async def _on_block(self, peer: ID, cid: CID, data: bytes) -> None:
-        accepted = False
+        verdicts = []
         for fetch in list(self._fetches):
             verdict = fetch.scheduler.on_block(peer, cid)
+            verdicts.append(verdict)
             if verdict is Verdict.WANTED:
-                accepted = True
                 fetch.arrived.send_nowait((cid, data))
-        if not accepted:
-            log.debug("ignored block", extra={"fields": {"peer": str(peer), "cid": str(cid)}})
+        asked = cid.to_v1() in self._asked.get(peer, {})
+        if not asked and all(v is Verdict.UNWANTED for v in verdicts):
+            # Nobody asked this peer for it: unsolicited, or corrupt (its bytes hash to something
+            # else). Either way it is not stored, and the peer gets a strike. (A late copy of a
+            # block we did ask for, after its fetch ended, is neither.)
+            log.info("unwanted block", extra={"fields": {"peer": str(peer), "cid": str(cid)}})
+            self._strikes[peer] = self._strikes.get(peer, 0) + 1
+            if self._strikes[peer] >= MAX_STRIKES:
+                await self._drop(peer, "sent blocks nobody asked it for")
 
     async def _enforce_strikes(self) -> None:
         for fetch in self._fetches:
             for peer in fetch.scheduler.take_drops():
-                log.info("dropping peer: too many strikes", extra={"fields": {"peer": str(peer)}})
-                await self._drop(peer)
+                await self._drop(peer, "too many timeouts")
 
-    async def _drop(self, peer: ID) -> None:
+    async def _drop(self, peer: ID, reason: str) -> None:
         """Disconnect a misbehaving peer and refuse it for BAN_SECONDS."""
+        log.info("dropping peer", extra={"fields": {"peer": str(peer), "reason": reason}})
         self._banned[peer] = trio.current_time() + BAN_SECONDS
+        self._strikes.pop(peer, None)
         for fetch in self._fetches:
             fetch.scheduler.peer_gone(peer)
             fetch.peers.discard(peer)
@@ -294,6 +308,8 @@ class BlockExchange:
                     cid, data = await receive_arrival.receive()
                     last_progress = trio.current_time()
                     fetched += 1
+                    self.blocks_fetched += 1
+                    self.bytes_fetched += len(data)
                     pending_bytes += len(data)
                     await trio.to_thread.run_sync(fetch.batch.put_verified, cid, data)
                     if on_block is not None:
@@ -321,8 +337,18 @@ class BlockExchange:
                 await self._send_cancels(peer, cids)
         return fetched
 
+    def _remember_asked(self, peer: ID, cids: list[CID], now: float) -> None:
+        asked = self._asked.setdefault(peer, {})
+        if len(asked) > ASKED_MEMORY:
+            for cid in [c for c, t in asked.items() if now - t > ASKED_SECONDS]:
+                del asked[cid]
+        for cid in cids:
+            asked[cid.to_v1()] = now
+
     async def _send_requests(self, fetch: _Fetch) -> None:
-        for request in fetch.scheduler.next_requests(trio.current_time()):
+        now = trio.current_time()
+        for request in fetch.scheduler.next_requests(now):
+            self._remember_asked(request.peer, request.cids, now)
             message = BitswapMessage(
                 wants=[
                     WantEntry(cid, priority=1, want_type=WantType.BLOCK, send_dont_have=True) for cid in request.cids

@@ -104,11 +104,16 @@ async def open_swarm(
     key_pair = load_identity(data_dir)
     addrs = [multiaddr.Multiaddr(a) for a in listen]
     host = make_host(key_pair, addrs)
-    async with host.run(listen_addrs=addrs), trio.open_nursery() as nursery:
-        swarm = Swarm(host, store, bootstrap)
-        swarm._nursery = nursery
-        nursery.start_soon(swarm._keep_bootstrap_connected)
-        try:
-            yield swarm
-        finally:
-            nursery.cancel_scope.cancel()
+    try:
+        async with host.run(listen_addrs=addrs), trio.open_nursery() as nursery:
+            swarm = Swarm(host, store, bootstrap)
+            swarm._nursery = nursery
+            nursery.start_soon(swarm._keep_bootstrap_connected)
+            try:
+                yield swarm
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        # Leaving host.run() does not close the listening socket in py-libp2p 0.8.1; close() does.
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await host.close()
