@@ -204,18 +204,24 @@ class BlockExchange:
     # -- outbound -----------------------------------------------------------------------------
 
     async def send(self, peer: ID, message: BitswapMessage) -> None:
-        """Send on our own stream to ``peer``, opening it on first use."""
+        """Send on our own stream to ``peer``, opening it on first use. Helia resets a stream that
+        stays idle for 10 s, so a write that fails on an old stream is retried once on a new one."""
+        payload = frame(encode_message(message))
         lock = self._send_locks.setdefault(peer, trio.Lock())
         async with lock:
-            stream = self._streams.get(peer)
-            if stream is None:
-                stream = await self.host.new_stream(peer, [TProtocol(p) for p in PROTOCOLS])
-                self._streams[peer] = stream
-            try:
-                await stream.write(frame(encode_message(message)))
-            except Exception:
-                self._streams.pop(peer, None)
-                raise
+            for attempt in (1, 2):
+                stream = self._streams.get(peer)
+                fresh = stream is None
+                if stream is None:
+                    stream = await self.host.new_stream(peer, [TProtocol(p) for p in PROTOCOLS])
+                    self._streams[peer] = stream
+                try:
+                    await stream.write(payload)
+                    return
+                except Exception:
+                    self._streams.pop(peer, None)
+                    if fresh or attempt == 2:
+                        raise
 
     # -- fetching -----------------------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""Interoperability with Helia, a JavaScript IPFS implementation nobody here wrote.
+
+Helia (pinned in tests/interop/package.json) is installed with npm into a cache
+directory on first use. Both directions over TCP on 127.0.0.1: Helia fetches a
+file from our node by CID over Bitswap 1.2.0, and our node fetches a file Helia
+added. The test is skipped, saying why, only when npm cannot install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Served, gen
+
+INTEROP = Path(__file__).resolve().parent / "interop"
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def helia() -> Path:
+    """A directory with Helia installed and our node script beside it."""
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if not node or not npm:
+        pytest.skip("Node.js and npm are not installed")
+    manifest = (INTEROP / "package.json").read_bytes()
+    cache_root = Path(os.environ.get("MEDIANODE_TEST_CACHE", Path.home() / ".cache" / "medianode-tests"))
+    target = cache_root / f"helia-{hashlib.sha256(manifest).hexdigest()[:12]}"
+    if not (target / "node_modules" / "helia").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "package.json").write_bytes(manifest)
+        install = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--legacy-peer-deps", "--loglevel=error"],
+            cwd=target, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if install.returncode != 0:
+            reason = (install.stderr.strip().splitlines() or ["no output"])[-1]
+            if any(word in install.stderr for word in ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ETIMEDOUT")):
+                pytest.skip(f"npm cannot reach its registry: {reason}")
+            pytest.fail(f"npm install of Helia failed: {reason}")
+    shutil.copy(INTEROP / "helia_node.mjs", target / "helia_node.mjs")
+    return target
+
+
+def test_helia_fetches_from_our_node(helia: Path, tmp_path: Path) -> None:
+    data = gen(20 * MiB + 7, b"to-helia")
+    (tmp_path / "clip.bin").write_bytes(data)
+    ours = Served(tmp_path / "ours")
+    try:
+        cid = ours.node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+        out = tmp_path / "helia-got.bin"
+        run = subprocess.run(
+            ["node", "helia_node.mjs", "fetch", ours.swarm_addrs[0], cid, str(out)],
+            cwd=helia, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert json.loads(run.stdout.strip().splitlines()[-1])["bytes"] == len(data)
+        assert out.read_bytes() == data
+    finally:
+        assert ours.stop() == 0
+
+
+def test_our_node_fetches_what_helia_added(helia: Path, tmp_path: Path) -> None:
+    data = gen(12 * MiB + 3, b"from-helia")
+    (tmp_path / "clip.bin").write_bytes(data)
+    server = subprocess.Popen(
+        ["node", "helia_node.mjs", "serve", str(tmp_path / "clip.bin")],
+        cwd=helia, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ours: Served | None = None
+    try:
+        assert server.stdout is not None
+        ready = json.loads(server.stdout.readline())
+        # Helia's root CID for the same bytes is the one our importer gives: both are kubo's.
+        check = Served(tmp_path / "check")
+        assert check.node.ok("add", str(tmp_path / "clip.bin"), "--no-pin", "--json").json["cid"] == ready["cid"]
+        assert check.stop() == 0
+        address = next(a for a in ready["multiaddrs"] if a.startswith("/ip4/127.0.0.1/tcp/"))
+        ours = Served(
+            tmp_path / "ours", bootstrap=(address if "/p2p/" in address else f"{address}/p2p/{ready['peerId']}",)
+        )
+        with httpx.Client(timeout=90) as client:
+            response = client.get(f"{ours.url}/ipfs/{ready['cid']}")
+        assert response.status_code == 200 and response.content == data
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if ours is not None:
+            assert ours.stop() == 0
