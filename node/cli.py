@@ -242,8 +242,46 @@ def cmd_cat(args: argparse.Namespace, out: Output) -> None:
         os.dup2(devnull, fd)
 
 
+def fetch_from_peers(config: NodeConfig, store: BlockStore, root: CID, peers: list[str], out: Output) -> int:
+    """Fetch what the store lacks of ``root`` from ``peers`` with a host of our own on loopback."""
+    import trio
+
+    from .swarm.bitswap import FetchError
+    from .swarm.host import SwarmError, parse_peer_addr
+    from .swarm.node import open_swarm
+
+    try:
+        infos = [parse_peer_addr(p) for p in peers]
+    except SwarmError as exc:
+        raise CommandError(str(exc)) from None
+
+    async def fetch() -> int | str:
+        unreachable = []
+        async with open_swarm(store, config.data_dir, ["/ip4/127.0.0.1/tcp/0"], []) as swarm:
+            for info in infos:
+                try:
+                    await swarm.connect(info)
+                except Exception:  # one unreachable peer is not fatal while another answers
+                    unreachable.append(str(info.peer_id))
+            try:
+                with out.progress(None, f"fetch {root}") as tick:
+                    return await swarm.fetch_dag(root, on_block=lambda _cid, size: tick(size))
+            except FetchError as exc:
+                # Returned, not raised: py-libp2p's nurseries would wrap it in exception groups.
+                return f"{exc}" + (f" ({len(unreachable)} of {len(infos)} peers unreachable)" if unreachable else "")
+
+    result = trio.run(fetch)
+    if isinstance(result, str):
+        raise CommandError(f"cannot fetch {root}: {result}")
+    return result
+
+
 def cmd_get(args: argparse.Namespace, out: Output) -> None:
-    _, store = open_store(args)
+    config, store = open_store(args)
+    root, _ = parse_cid_path(args.cid)
+    peers = [*args.peer, *config.swarm.bootstrap]
+    if peers and store.missing_in_dag(root):
+        fetch_from_peers(config, store, root, peers, out)
     cid = _resolve(store, args.cid)
     info = store.stat(cid)
     target = Path(args.output or str(cid))
@@ -472,9 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offset", type=int, default=0, help="first byte to write")
     p.add_argument("--length", type=int, help="number of bytes to write")
 
-    p = command("get", cmd_get, "save a file or directory")
+    p = command("get", cmd_get, "save a file or directory, fetching what is missing from peers")
     p.add_argument("cid", help="CID or CID/path")
     p.add_argument("-o", "--output", help="where to write it (default: the CID)")
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="MULTIADDR/p2p/PEERID",
+        help="peer to fetch from, repeatable (the config's bootstrap peers are used too)",
+    )
 
     p = command("ls", cmd_ls, "list a directory")
     p.add_argument("cid")

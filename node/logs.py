@@ -38,3 +38,17 @@ def setup_logging(verbosity: int = 0) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def adopt_libp2p_logging() -> None:
+    """Route py-libp2p's loggers through ours. Importing libp2p removes their handlers and
+    stops propagation, which sends its warnings and tracebacks to stderr through Python's
+    last-resort handler; call this after the import. They show with ``-vv``/``MEDIANODE_LOG=debug``."""
+    ours = logging.getLogger("medianode")
+    theirs = logging.getLogger("libp2p")
+    theirs.propagate = False
+    if ours.level <= logging.DEBUG and ours.handlers:
+        theirs.handlers[:] = list(ours.handlers)
+        theirs.setLevel(logging.INFO)
+    else:
+        theirs.handlers[:] = [logging.NullHandler()]

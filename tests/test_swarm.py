@@ -287,3 +287,24 @@ def test_a_restarted_fetch_resumes_from_what_was_verified(tmp_path: Path) -> Non
         a.stop()
         if c is not None:
             c.stop()
+
+
+def test_cli_get_fetches_from_a_peer(tmp_path: Path) -> None:
+    """`medianode get CID --peer ADDR` on a node without the file fetches, verifies and saves it;
+    a peer that does not answer is a one-line error."""
+    from conftest import Node, Served
+
+    data = gen(6 * MiB + 1, b"cli-get")
+    (tmp_path / "clip.bin").write_bytes(data)
+    a = Served(tmp_path / "a")
+    try:
+        cid = a.node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+        b = Node(tmp_path / "b")
+        got = b.ok("get", cid, "-o", str(tmp_path / "out.bin"), "--peer", a.swarm_addrs[0], "--json").json
+        assert got["size"] == len(data) and (tmp_path / "out.bin").read_bytes() == data
+        assert b.ok("stat", cid, "--json").json["missing_blocks"] == 0
+    finally:
+        assert a.stop() == 0
+    other = Node(tmp_path / "c")
+    other.fails("get", cid, "--peer", a.swarm_addrs[0], match="cannot fetch")
+    other.fails("get", cid, "--peer", "/ip4/127.0.0.1/tcp/1", match="not a peer address")

@@ -32,6 +32,10 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from ..logs import adopt_libp2p_logging
+
+adopt_libp2p_logging()
+
 log = logging.getLogger("medianode.swarm")
 
 IDENTITY_FILE = "identity.key"

@@ -7,7 +7,7 @@ bootstrap peers connected, completing cached files) in its own nursery.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -76,8 +76,8 @@ class Swarm:
     async def fetch_range(self, root: CID, offset: int, length: int) -> None:
         await self.exchange.fetch_range(root, offset, length, self._need_peers())
 
-    async def fetch_dag(self, root: CID) -> int:
-        return await self.exchange.fetch_dag(root, self._need_peers())
+    async def fetch_dag(self, root: CID, on_block: Callable[[CID, int], None] | None = None) -> int:
+        return await self.exchange.fetch_dag(root, self._need_peers(), on_block=on_block)
 
     def cache_in_background(self, root: CID) -> None:
         """Complete a partly fetched file in the background, once at a time per root."""
