@@ -164,10 +164,10 @@ async def fetch(data_dir: str, root: str, sha256: str, timeout: str, *addrs: str
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             await trio.sleep(1.0)  # py-spy attaches
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with trio.fail_after(float(timeout)):
             blocks = await exchange.fetch_dag(cid, [info.peer_id for info in infos])
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await trio.to_thread.run_sync(spy.wait)
@@ -176,7 +176,8 @@ async def fetch(data_dir: str, root: str, sha256: str, timeout: str, *addrs: str
     for piece in store.read_range(cid):
         digest.update(piece)
     store.close()
-    print(json.dumps({"seconds": seconds, "blocks": blocks, "ok": digest.hexdigest() == sha256}), flush=True)
+    ok = digest.hexdigest() == sha256
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "blocks": blocks, "ok": ok}), flush=True)
 
 
 # -- the parent: processes, measurements, table --------------------------------------------------
@@ -256,7 +257,9 @@ class Bench:
         for proc in list(self.procs):
             self.stop(proc, expect_zero=False)
 
-    def run_child(self, name: str, argv: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    def run_child(
+        self, name: str, argv: list[str], timeout: float, env: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         cmd = [sys.executable, str(Path(__file__).resolve()), "child", *argv]
         proc = subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=timeout, env=env)
         if proc.returncode:
@@ -307,14 +310,21 @@ class Bench:
                 )  # fmt: skip
             try:
                 argv = ["fetch", str(self.fresh("fetcher")), cid, sha, str(self.args.timeout), *addrs]
+                before = [cpu_seconds(p.proc.pid) for p in providers]
                 result = self.run_child(f"{label} fetch {i + 1}", argv, self.args.timeout + 60, env)
+                served = [cpu_seconds(p.proc.pid) - b for p, b in zip(providers, before, strict=True)]
             finally:
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(STOP_TIMEOUT)
             mbs = size / 1e6 / result["seconds"]
             tag = " (under py-spy)" if spy is not None else ""
-            self.runs.append(f"{label} run {i + 1}{tag}: {result['seconds']:.2f} s, {mbs:.1f} MB/s, {result['blocks']} blocks")
+            provider_cpu = " + ".join(f"{c:.2f}" for c in served)
+            self.runs.append(
+                f"{label} run {i + 1}{tag}: {result['seconds']:.2f} s, {mbs:.1f} MB/s, {result['blocks']} blocks; "
+                f"CPU s: fetcher {result['cpu']:.2f} during the fetch, provider {provider_cpu}"
+                " during the fetch process"
+            )
             if spy is None:
                 best = max(best, mbs)
         return best
@@ -398,7 +408,9 @@ class Bench:
             proc = subprocess.run(cmd, cwd=helia_dir, capture_output=True, env=env, timeout=self.args.timeout)
             seconds = time.perf_counter() - began
             if proc.returncode:
-                raise SystemExit(f"Helia fetch failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-4000:]}")
+                raise SystemExit(
+                    f"Helia fetch failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-4000:]}"
+                )
             return seconds
 
         big = serve("helia-serve", src)
@@ -453,33 +465,39 @@ class Bench:
         self.stop(a2)
         src.unlink()
 
-        mib = args.size_mib
-        n = args.ttfb_nodes
+        mib, hmib, n = args.size_mib, args.helia_size_mib, args.ttfb_nodes
         lines = [
             "| measurement | MB/s or ms | reference | ratio | target |",
             "|---|---|---|---|---|",
-            f"| raw py-libp2p stream (Noise, Yamux), {mib} MiB in 256 KiB writes, MB/s | {raw:,.1f} | (the reference) | | |",
-            f"| block exchange, 1 provider, {mib} MiB, MB/s | {one:,.1f} | raw stream: {raw:,.1f} | {one / raw:.2f} | >= 0.7 |",
-            f"| block exchange, 2 providers, {mib} MiB, MB/s | {two:,.1f} | 1 provider: {one:,.1f} | {two / one:.2f} | > 1 |",
-            ttfb_row(f"first byte of 1 MiB range via a fresh node, median of {n}, ms", statistics.median(through_peer),
-                     statistics.median(local)),
-            ttfb_row(f"first byte of 1 MiB range via a fresh node, max of {n}, ms", max(through_peer), max(local)),
+            row(f"raw py-libp2p stream (Noise, Yamux), {mib} MiB in 256 KiB writes, MB/s", raw, "(the reference)", ""),
+            row(f"block exchange, 1 provider, {mib} MiB, MB/s", one, "raw stream", ">= 0.7", raw),
+            row(f"block exchange, 2 providers, {mib} MiB, MB/s", two, "1 provider", "> 1", one),
+            row(f"first byte of a 1 MiB range via a fresh node, median of {n}, ms", statistics.median(through_peer),
+                "holder's own gateway", "< 300 ms", statistics.median(local)),
+            row(f"first byte of a 1 MiB range via a fresh node, max of {n}, ms", max(through_peer),
+                "holder's own gateway", "< 300 ms", max(local)),
         ]  # fmt: skip
-        helia = self.helia(args.helia_size_mib * MiB)
-        hmib = args.helia_size_mib
+        helia = self.helia(hmib * MiB)
         if isinstance(helia, str):
             lines.append(f"| Helia → Helia Bitswap | not measured: {helia} | | | |")
         else:
             whole, net = helia
-            lines += [
-                f"| Helia → Helia Bitswap, {hmib} MiB, fetch process, MB/s | {whole:,.1f} | our exchange: {one:,.1f} | {whole / one:.2f} | |",
-                f"| Helia → Helia Bitswap, {hmib} MiB, minus a 1 KiB fetch process, MB/s | {net:,.1f} | our exchange: {one:,.1f} | {net / one:.2f} | |",
-            ]  # fmt: skip
+            lines.append(row(f"Helia → Helia Bitswap, {hmib} MiB, fetch process, MB/s", whole, "our exchange", "", one))
+            lines.append(row(f"Helia → Helia Bitswap, {hmib} MiB, minus a 1 KiB fetch process, MB/s", net,
+                             "our exchange", "", one))  # fmt: skip
         return lines
 
 
-def ttfb_row(name: str, ours: float, local: float) -> str:
-    return f"| {name} | {ours:,.0f} | holder's own gateway: {local:,.1f} | {ours / local:.1f} | < 300 ms |"
+def row(name: str, value: float, ref_name: str, target: str, ref: float | None = None) -> str:
+    if ref is None:
+        return f"| {name} | {value:,.1f} | {ref_name} | | {target} |"
+    return f"| {name} | {value:,.1f} | {ref_name}: {ref:,.1f} | {value / ref:.2f} | {target} |"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def file_sha256(path: Path) -> str:
@@ -524,7 +542,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--helia-size-mib", type=int, help="size for Helia (in memory on both sides); default --size-mib")
+    parser.add_argument(
+        "--helia-size-mib", type=int, help="size for Helia (in memory on both sides); default --size-mib"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput (the best is kept)")
     parser.add_argument("--ttfb-nodes", type=int, default=5, help="fresh nodes for the time to first byte")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per transfer")
@@ -538,8 +558,10 @@ def main() -> None:
         parser.error("--profile needs py-spy")
     work = Path(tempfile.mkdtemp(prefix="medianode-swarm-bench-", dir=args.dir))
     bench = Bench(work, args)
+    load = os.getloadavg()[0]
     try:
         lines = bench.measure()
+        bench.runs.append(f"1-minute load average: {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
         profiles = []
         if args.profile:
             for side in ("fetcher", "provider"):

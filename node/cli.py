@@ -350,22 +350,36 @@ def cmd_stat(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_pin(args: argparse.Namespace, out: Output) -> None:
-    _, store = open_store(args)
+    from .swarm.replication import ReplicaBook
+
+    config, store = open_store(args)
+    book = ReplicaBook(config.data_dir / "replication.sqlite")
     if args.pin_command == "ls":
         pins = store.pins()
-        out.result(
-            {"pins": [{"cid": str(c), "name": n, "created": t} for c, n, t in pins]},
-            "\n".join(f"{c} {n or ''}".rstrip() for c, n, _ in pins),
-        )
+        wanted = dict(book.wanted())
+        rows: list[dict[str, Any]] = []
+        lines = []
+        for c, n, t in pins:
+            holders = book.holders(c)
+            want = wanted.get(c, 0)
+            rows.append({"cid": str(c), "name": n, "created": t, "replicas_wanted": want, "replicas": holders})
+            extra = f"  replicas {len(holders)}/{want}: {' '.join(holders)}" if want else ""
+            lines.append(f"{c} {n or ''}".rstrip() + extra)
+        out.result({"pins": rows}, "\n".join(lines))
         return
     cid, path = parse_cid_path(args.cid)
     if path:
         cid = store.resolve(cid, path)
     if args.pin_command == "add":
         store.pin_add(cid)
-        out.result({"cid": str(cid), "pinned": True}, f"pinned {cid}")
+        if args.replicas is not None:
+            if args.replicas < 0:
+                raise CommandError("--replicas must be 0 or more")
+            book.want(cid, args.replicas)
+        out.result({"cid": str(cid), "pinned": True, "replicas_wanted": args.replicas}, f"pinned {cid}")
     else:
         store.pin_rm(cid)
+        book.want(cid, 0)
         out.result({"cid": str(cid), "pinned": False}, f"unpinned {cid}")
 
 
@@ -531,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("add", "pin a CID and everything under it"), ("rm", "remove a pin")):
         q = pin_sub.add_parser(name, parents=[common], help=text)
         q.add_argument("cid")
+        if name == "add":
+            q.add_argument(
+                "--replicas",
+                type=int,
+                metavar="N",
+                help="also keep N copies on the trusted peers in [replication] (needs serve running)",
+            )
     pin_sub.add_parser("ls", parents=[common], help="list pins")
 
     command("gc", cmd_gc, "delete every block no pin needs")

@@ -46,6 +46,13 @@ max_upload = "4GiB"
 listen = ["/ip4/0.0.0.0/tcp/4001"]
 # Peers to stay connected to, as /ip4/HOST/tcp/PORT/p2p/PEERID (--bootstrap adds to them).
 bootstrap = []
+
+[replication]
+# Trusted peers that keep copies of our pins (medianode pin add CID --replicas N) and
+# whose pins we keep copies of, as /ip4/HOST/tcp/PORT/p2p/PEERID.
+peers = []
+# Seconds between checks of who holds which copy.
+interval = 60
 """
 
 _UNITS = {
@@ -101,6 +108,8 @@ class GatewayConfig:
 class SwarmConfig:
     listen: tuple[str, ...]
     bootstrap: tuple[str, ...]
+    replication_peers: tuple[str, ...] = ()
+    replication_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -152,9 +161,12 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             raise ConfigError(f"gateway.public_url must start with http:// or https://, got {public_url!r}")
         gateway = GatewayConfig(listen, public_url, parse_size(section.get("max_upload", "4GiB")))
         swarm_section = raw.get("swarm", {})
+        replication = raw.get("replication", {})
         swarm = SwarmConfig(
             tuple(str(a) for a in swarm_section.get("listen", ["/ip4/0.0.0.0/tcp/4001"])),
             tuple(str(a) for a in swarm_section.get("bootstrap", [])),
+            tuple(str(a) for a in replication.get("peers", [])),
+            float(replication.get("interval", 60)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -34,8 +34,11 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     """Serve until SIGINT/SIGTERM. ``on_ready`` gets the gateway URL and swarm addresses once both listen."""
     from .swarm.host import parse_peer_addr
     from .swarm.node import open_swarm
+    from .swarm.replication import ReplicaBook
+    from .swarm.replicator import Replicator
 
     bootstrap = [parse_peer_addr(a) for a in config.swarm.bootstrap]
+    trusted = [parse_peer_addr(a) for a in config.swarm.replication_peers]
     store = BlockStore(config.data_dir / "store", config.store)
     tokens = TokenStore(config.data_dir / "gateway.sqlite")
     host, port = config.gateway.listen
@@ -62,6 +65,10 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
                         return
 
             nursery.start_soon(wait_for_signal)
+            book = ReplicaBook(config.data_dir / "replication.sqlite")
+            replicator = Replicator(swarm, book, trusted, config.swarm.replication_interval)
+            if trusted:
+                swarm.start_background(replicator.run)
             app = build_app(store, settings, Metrics(), tokens, swarm)
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]

@@ -98,14 +98,14 @@ def node(tmp_path: Path) -> Node:
 class Served:
     """A real ``medianode serve`` process on 127.0.0.1 with a free port."""
 
-    def __init__(self, data_dir: Path, bootstrap: tuple[str, ...] = ()) -> None:
+    def __init__(self, data_dir: Path, bootstrap: tuple[str, ...] = (), listen: str = "/ip4/127.0.0.1/tcp/0") -> None:
         self.data_dir = data_dir
         self.node = Node(data_dir)
         env = {**os.environ, "MEDIANODE_DATA": str(data_dir)}
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
-             "--listen", "/ip4/127.0.0.1/tcp/0", *peers, "--json"],
+             "--listen", listen, *peers, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -126,6 +126,14 @@ class Served:
             self.proc.kill()
             self.proc.wait()
             raise
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ bootstrap peers connected, completing cached files) in its own nursery.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -78,6 +78,11 @@ class Swarm:
 
     async def fetch_dag(self, root: CID, on_block: Callable[[CID, int], None] | None = None) -> int:
         return await self.exchange.fetch_dag(root, self._need_peers(), on_block=on_block)
+
+    def start_background(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run ``task`` for as long as the swarm runs (it is cancelled when the swarm stops)."""
+        assert self._nursery is not None
+        self._nursery.start_soon(task)
 
     def cache_in_background(self, root: CID) -> None:
         """Complete a partly fetched file in the background, once at a time per root."""
