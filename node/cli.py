@@ -185,6 +185,41 @@ def cmd_id(args: argparse.Namespace, out: Output) -> None:
     out.result({"peer_id": peer_id, "addrs": addrs}, "\n".join([peer_id, *addrs]))
 
 
+def call_node(config: NodeConfig, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Call the running node's admin API (found through api.json in the data directory)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        api = json.loads((config.data_dir / "api.json").read_text())
+    except (OSError, ValueError):
+        raise CommandError(f"medianode serve is not running for {config.data_dir}") from None
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(api["url"] + path, data=data, method=method, headers={
+        "Authorization": f"Bearer {api['token']}", "Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return dict(json.loads(response.read()))
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", str(exc))
+        except ValueError:
+            reason = str(exc)
+        raise CommandError(reason) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise CommandError(f"medianode serve is not answering at {api['url']}: {exc}") from None
+
+
+def cmd_peers(args: argparse.Namespace, out: Output) -> None:
+    answer = call_node(load(args.data_dir), "GET", "/api/v1/swarm/peers")
+    out.result(answer, "\n".join(f"{p['peer_id']} {' '.join(p['addrs'])}".rstrip() for p in answer["peers"]))
+
+
+def cmd_swarm(args: argparse.Namespace, out: Output) -> None:
+    answer = call_node(load(args.data_dir), "POST", "/api/v1/swarm/connect", {"addr": args.addr})
+    out.result(answer, f"connected to {answer['peer_id']}")
+
+
 def cmd_token(args: argparse.Namespace, out: Output) -> None:
     from .gateway.tokens import TokenError, TokenStore
 
@@ -509,6 +544,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("id", cmd_id, "this node's peer ID and swarm addresses")
+    command("peers", cmd_peers, "peers the running node is connected to")
+    p = command("swarm", cmd_swarm, "swarm operations on the running node")
+    swarm_sub = p.add_subparsers(dest="swarm_command", required=True, metavar="connect")
+    q = swarm_sub.add_parser("connect", parents=[common], help="connect to a peer")
+    q.add_argument("addr", metavar="MULTIADDR/p2p/PEERID")
 
     p = command("token", cmd_token, "manage upload tokens for the write API")
     token_sub = p.add_subparsers(dest="token_command", required=True, metavar="create|revoke|ls")

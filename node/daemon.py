@@ -18,6 +18,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from .config import NodeConfig, url_host
+from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import GatewaySettings, build_app
 from .gateway.metrics import Metrics
 from .gateway.tokens import TokenStore
@@ -69,17 +70,20 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             replicator = Replicator(swarm, book, trusted, config.swarm.replication_interval)
             if trusted:
                 swarm.start_background(replicator.run)
-            app = build_app(store, settings, Metrics(), tokens, swarm)
+            admin_token: dict[str, str] = {}
+            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token)
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip
             base = binds[0].rstrip("/")
             if not config.gateway.public_url:
                 settings.public_url = base  # the port actually bound, also when 0 was asked for
+            admin_token["token"] = write_api_file(config.data_dir, base)
             on_ready({"gateway": base, "peer_id": swarm.peer_id, "swarm": swarm.addrs()})
             await stop.wait()
             nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
+        remove_api_file(config.data_dir)
         tokens.close()
         store.close()
 

@@ -308,3 +308,30 @@ def test_cli_get_fetches_from_a_peer(tmp_path: Path) -> None:
     other = Node(tmp_path / "c")
     other.fails("get", cid, "--peer", a.swarm_addrs[0], match="cannot fetch")
     other.fails("get", cid, "--peer", "/ip4/127.0.0.1/tcp/1", match="not a peer address")
+
+
+def test_peers_and_swarm_connect_talk_to_the_running_node(tmp_path: Path) -> None:
+    """`peers` and `swarm connect` go through the running node's admin API (token in api.json, 0600).
+    Tried: a malformed address, an unreachable peer, a node that is not running, a wrong admin token."""
+    import httpx
+
+    from conftest import Node, Served
+
+    a = Served(tmp_path / "a")
+    b = Served(tmp_path / "b")
+    try:
+        assert a.node.ok("peers", "--json").json["peers"] == []
+        assert oct((tmp_path / "a" / "api.json").stat().st_mode & 0o777) == "0o600"
+        connected = a.node.ok("swarm", "connect", b.swarm_addrs[0], "--json").json
+        assert connected == {"peer_id": b.peer_id, "connected": True}
+        assert [p["peer_id"] for p in a.node.ok("peers", "--json").json["peers"]] == [b.peer_id]
+        a.node.fails("swarm", "connect", "/ip4/127.0.0.1/tcp/9", match="not a peer address")
+        nobody = Node(tmp_path / "nobody").ok("id", "--json").json["peer_id"]  # an identity no node runs
+        a.node.fails("swarm", "connect", f"/ip4/127.0.0.1/tcp/9/p2p/{nobody}", match="could not connect")
+        denied = httpx.get(f"{a.url}/api/v1/swarm/peers", headers={"Authorization": "Bearer wrong"})
+        assert denied.status_code == 401
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
+    assert not (tmp_path / "a" / "api.json").exists()
+    Node(tmp_path / "a").fails("peers", match="not running")

@@ -461,7 +461,12 @@ def _etag_matches(request: Request, etag: str) -> bool:
 
 
 def build_app(
-    store: BlockStore, settings: GatewaySettings, metrics: Metrics, tokens: Any = None, swarm: Any = None
+    store: BlockStore,
+    settings: GatewaySettings,
+    metrics: Metrics,
+    tokens: Any = None,
+    swarm: Any = None,
+    admin_token: dict[str, str] | None = None,
 ) -> ASGIApp:
     """The ASGI application; ``tokens`` (a TokenStore) enables the write API.
 
@@ -475,6 +480,10 @@ def build_app(
         from .api import api_routes
 
         routes += api_routes(store, settings, metrics, tokens)
+    if swarm is not None and admin_token is not None:
+        from .admin import admin_routes
+
+        routes += admin_routes(swarm, admin_token)
     rest = Starlette(routes=routes)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:

@@ -1,0 +1,92 @@
+"""The node's local admin API, for the ``medianode`` command while ``serve`` runs.
+
+``serve`` writes ``api.json`` (mode 0600) into the data directory with the
+gateway URL and an admin token made for this run; commands such as
+``medianode peers`` read it and call these endpoints with
+``Authorization: Bearer ADMIN_TOKEN``. Anyone who can read the data
+directory can administer the node, and nobody else.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .app import HTTPProblem, problem_response
+
+API_FILE = "api.json"
+
+
+def write_api_file(data_dir: Path, url: str) -> str:
+    """Create this run's admin token and publish it with the URL; return the token."""
+    token = secrets.token_urlsafe(32)
+    path = data_dir / API_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"url": url, "token": token, "pid": os.getpid()}, out)
+    os.replace(tmp, path)
+    return token
+
+
+def remove_api_file(data_dir: Path) -> None:
+    path = data_dir / API_FILE
+    try:
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
+    """Routes for peers and connections; ``token_holder["token"]`` is set once serve listens."""
+
+    def authorised(request: Request) -> None:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token_holder.get("token", "")
+        if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(given.strip(), expected):
+            raise HTTPProblem(401, "the admin token from api.json is required")
+
+    async def peers(request: Request) -> Response:
+        try:
+            authorised(request)
+        except HTTPProblem as exc:
+            return problem_response(exc, as_json=True)
+        store = swarm.host.get_peerstore()
+        listed = [{"peer_id": p.to_base58(), "addrs": [str(a) for a in store.addrs(p)]} for p in swarm.peers()]
+        return JSONResponse({"peer_id": swarm.peer_id, "addrs": swarm.addrs(), "peers": listed})
+
+    async def connect(request: Request) -> Response:
+        from ..swarm.host import SwarmError, parse_peer_addr
+
+        try:
+            authorised(request)
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("addr"), str):
+                raise HTTPProblem(400, 'body must be {"addr": "/ip4/HOST/tcp/PORT/p2p/PEERID"}')
+            try:
+                info = parse_peer_addr(body["addr"])
+            except SwarmError as exc:
+                raise HTTPProblem(400, str(exc)) from None
+            try:
+                await swarm.connect(info)
+            except Exception as exc:  # unreachable, refused, timed out: the caller learns which
+                raise HTTPProblem(502, f"could not connect to {info.peer_id}: {exc!r}") from None
+        except HTTPProblem as exc:
+            return problem_response(exc, as_json=True)
+        except ValueError:
+            return problem_response(HTTPProblem(400, "body is not JSON"), as_json=True)
+        return JSONResponse({"peer_id": info.peer_id.to_base58(), "connected": True})
+
+    return [
+        Route("/api/v1/swarm/peers", peers, methods=["GET"]),
+        Route("/api/v1/swarm/connect", connect, methods=["POST"]),
+    ]
