@@ -6,6 +6,7 @@ bootstrap peers connected, completing cached files) in its own nursery.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -64,20 +65,27 @@ class Swarm:
                                                                                   "error": repr(exc)}})  # fmt: skip
             await trio.sleep(RECONNECT_EVERY)
 
-    def _need_peers(self) -> list[ID]:
+    async def _need_peers(self) -> list[ID]:
+        """Connected peers; with none, the bootstrap peers are dialled now rather than at the next round."""
         peers = self.peers()
+        if not peers:
+            for info in self.bootstrap:
+                if not self.exchange.is_banned(info.peer_id):
+                    with contextlib.suppress(Exception):  # unreachable: the next one may answer
+                        await self.connect(info)
+            peers = self.peers()
         if not peers:
             raise FetchError("no peers connected")
         return peers
 
     async def fetch_structure(self, root: CID) -> None:
-        await self.exchange.fetch_structure(root, self._need_peers())
+        await self.exchange.fetch_structure(root, await self._need_peers())
 
     async def fetch_range(self, root: CID, offset: int, length: int) -> None:
-        await self.exchange.fetch_range(root, offset, length, self._need_peers())
+        await self.exchange.fetch_range(root, offset, length, await self._need_peers())
 
     async def fetch_dag(self, root: CID, on_block: Callable[[CID, int], None] | None = None) -> int:
-        return await self.exchange.fetch_dag(root, self._need_peers(), on_block=on_block)
+        return await self.exchange.fetch_dag(root, await self._need_peers(), on_block=on_block)
 
     def start_background(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run ``task`` for as long as the swarm runs (it is cancelled when the swarm stops)."""
