@@ -61,6 +61,16 @@ TTFB_RANGE = MiB
 PROFILE_RATE = 200  # py-spy samples per second
 HELIA_CACHE = Path(os.environ.get("MEDIANODE_TEST_CACHE", Path.home() / ".cache" / "medianode-tests"))
 HELIA_SCRIPT = REPO / "tests" / "interop" / "helia_node.mjs"
+GENERIC_FRAMES = (
+    "trio/",
+    "threading.py",
+    "outcome/",
+    "queue.py",
+    "runpy",
+    "(swarm.py:",
+    "node/cli.py",
+    "contextlib.py",
+)
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 
 
@@ -159,7 +169,7 @@ async def fetch(data_dir: str, root: str, sha256: str, timeout: str, *addrs: str
         spy = None
         if profile:
             spy = subprocess.Popen(
-                [PY_SPY, "record", "--pid", str(os.getpid()), "--rate", str(PROFILE_RATE), "--threads",
+                [PY_SPY, "record", "--pid", str(os.getpid()), "--rate", str(PROFILE_RATE), "--gil",
                  "--format", "raw", "--output", profile],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -305,7 +315,7 @@ class Bench:
                 env = {**os.environ, "SWARM_BENCH_PROFILE": str(self.work / "profile-fetcher.txt")}
                 spy = subprocess.Popen(
                     [PY_SPY, "record", "--pid", str(providers[0].proc.pid), "--rate", str(PROFILE_RATE),
-                     "--threads", "--format", "raw", "--output", str(self.work / "profile-provider.txt")],
+                     "--gil", "--format", "raw", "--output", str(self.work / "profile-provider.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
             try:
@@ -527,12 +537,13 @@ def summarise_profile(path: Path, seconds_hint: str) -> list[str]:
         own[frames[-1]] += n
         for frame in set(frames[1:]):
             total[frame] += n
-    out = [f"{samples} samples at {PROFILE_RATE}/s while busy ({seconds_hint})"]
+    out = [f"{samples} samples with the GIL held, about {samples / PROFILE_RATE:.1f} s ({seconds_hint})"]
     out += [f"  thread {name}: {n / samples:.0%}" for name, n in threads.most_common(4)]
     out.append("  self time:")
-    out += [f"    {n / samples:5.1%}  {frame}" for frame, n in own.most_common(15)]
-    out.append("  including callees:")
-    out += [f"    {n / samples:5.1%}  {frame}" for frame, n in total.most_common(25)]
+    out += [f"    {n / samples:5.1%}  {frame}" for frame, n in own.most_common(20)]
+    out.append("  including callees (trio, threading and entry points left out):")
+    specific = [(frame, n) for frame, n in total.most_common() if not any(g in frame for g in GENERIC_FRAMES)]
+    out += [f"    {n / samples:5.1%}  {frame}" for frame, n in specific[:30]]
     return out
 
 
@@ -565,7 +576,13 @@ def main() -> None:
         profiles = []
         if args.profile:
             for side in ("fetcher", "provider"):
-                profiles += [f"\npy-spy, {side}:", *summarise_profile(work / f"profile-{side}.txt", "idle excluded")]
+                profiles += [
+                    f"\npy-spy, {side}:",
+                    *summarise_profile(
+                        work / f"profile-{side}.txt",
+                        "only the fetch" if side == "fetcher" else "while the fetch process ran",
+                    ),
+                ]
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)

@@ -152,7 +152,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     from .daemon import run_node, with_overrides
 
     gateway = parse_listen(args.gateway) if args.gateway else None
-    config = with_overrides(load(args.data_dir), gateway, args.listen, args.bootstrap)
+    config = with_overrides(load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht)
     demo: tuple[CID, int] | None = None
     if args.demo:
         store = BlockStore(config.data_dir / "store", config.store)
@@ -213,6 +213,20 @@ def call_node(config: NodeConfig, method: str, path: str, body: dict[str, Any] |
 def cmd_peers(args: argparse.Namespace, out: Output) -> None:
     answer = call_node(load(args.data_dir), "GET", "/api/v1/swarm/peers")
     out.result(answer, "\n".join(f"{p['peer_id']} {' '.join(p['addrs'])}".rstrip() for p in answer["peers"]))
+
+
+def cmd_provide(args: argparse.Namespace, out: Output) -> None:
+    cid, _ = parse_cid_path(args.cid)
+    answer = call_node(load(args.data_dir), "POST", f"/api/v1/routing/provide/{cid}")
+    if not answer["provided"]:
+        raise CommandError(f"no DHT peer took the record for {cid}")
+    out.result(answer, f"announced {cid}")
+
+
+def cmd_findprovs(args: argparse.Namespace, out: Output) -> None:
+    cid, _ = parse_cid_path(args.cid)
+    answer = call_node(load(args.data_dir), "GET", f"/api/v1/routing/providers/{cid}")
+    out.result(answer, "\n".join(f"{p['peer_id']} {' '.join(p['addrs'])}".rstrip() for p in answer["providers"]))
 
 
 def cmd_swarm(args: argparse.Namespace, out: Output) -> None:
@@ -542,9 +556,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MULTIADDR/p2p/PEERID",
         help="peer to stay connected to, repeatable",
     )
+    p.add_argument("--no-dht", action="store_true", help="neither announce nor look up providers in the DHT")
 
     command("id", cmd_id, "this node's peer ID and swarm addresses")
     command("peers", cmd_peers, "peers the running node is connected to")
+    p = command("provide", cmd_provide, "announce a CID in the DHT now (serve also does it on a schedule)")
+    p.add_argument("cid")
+    p = command("findprovs", cmd_findprovs, "peers the DHT says provide a CID")
+    p.add_argument("cid")
     p = command("swarm", cmd_swarm, "swarm operations on the running node")
     swarm_sub = p.add_subparsers(dest="swarm_command", required=True, metavar="connect")
     q = swarm_sub.add_parser("connect", parents=[common], help="connect to a peer")

@@ -46,6 +46,8 @@ max_upload = "4GiB"
 listen = ["/ip4/0.0.0.0/tcp/4001"]
 # Peers to stay connected to, as /ip4/HOST/tcp/PORT/p2p/PEERID (--bootstrap adds to them).
 bootstrap = []
+# Announce roots and pins in the IPFS DHT and look up providers there (--no-dht turns it off).
+dht = true
 
 [replication]
 # Trusted peers that keep copies of our pins (medianode pin add CID --replicas N) and
@@ -110,6 +112,7 @@ class SwarmConfig:
     bootstrap: tuple[str, ...]
     replication_peers: tuple[str, ...] = ()
     replication_interval: float = 60.0
+    dht: bool = True
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             tuple(str(a) for a in swarm_section.get("bootstrap", [])),
             tuple(str(a) for a in replication.get("peers", [])),
             float(replication.get("interval", 60)),
+            bool(swarm_section.get("dht", True)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

@@ -53,7 +53,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     settings = gateway_settings(config)
     try:
         async with (
-            open_swarm(store, config.data_dir, list(config.swarm.listen), bootstrap) as swarm,
+            open_swarm(store, config.data_dir, list(config.swarm.listen), bootstrap, config.swarm.dht) as swarm,
             trio.open_nursery() as nursery,
         ):
             stop = trio.Event()
@@ -89,7 +89,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
 
 
 def with_overrides(
-    config: NodeConfig, gateway: tuple[str, int] | None, listen: list[str], bootstrap: list[str]
+    config: NodeConfig, gateway: tuple[str, int] | None, listen: list[str], bootstrap: list[str], dht: bool = True
 ) -> NodeConfig:
     """The config with ``serve``'s command-line options applied."""
     if gateway is not None:
@@ -99,4 +99,6 @@ def with_overrides(
         swarm = replace(swarm, listen=tuple(listen))
     if bootstrap:
         swarm = replace(swarm, bootstrap=swarm.bootstrap + tuple(bootstrap))
+    if not dht:
+        swarm = replace(swarm, dht=False)
     return replace(config, swarm=swarm)

@@ -335,3 +335,34 @@ def test_peers_and_swarm_connect_talk_to_the_running_node(tmp_path: Path) -> Non
         assert b.stop() == 0
     assert not (tmp_path / "a" / "api.json").exists()
     Node(tmp_path / "a").fails("peers", match="not running")
+
+
+def test_a_node_finds_providers_through_the_dht(tmp_path: Path) -> None:
+    """A holds a clip and announces it; C knows only B (which knows A). C's gateway asks its peers,
+    none has it, so C asks the DHT, finds A, connects and serves the clip. `provide` and
+    `findprovs` work on the running nodes."""
+    import httpx
+
+    from conftest import Served
+
+    data = gen(3 * MiB, b"dht")
+    (tmp_path / "clip.bin").write_bytes(data)
+    a = Served(tmp_path / "a")
+    b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+    c: Served | None = None
+    try:
+        cid = a.node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+        assert a.node.ok("provide", cid, "--json").json["provided"]
+        c = Served(tmp_path / "c", bootstrap=(b.swarm_addrs[0],))
+        providers = c.node.ok("findprovs", cid, "--json").json["providers"]
+        assert [p["peer_id"] for p in providers] == [a.peer_id]
+        with httpx.Client(timeout=60) as client:
+            response = client.get(f"{c.url}/ipfs/{cid}")
+        assert response.status_code == 200 and response.content == data
+        nobody = "bafkreie43rmrkrsaa3d6wejceoptbb6eplcakj44pjyagbkuf6chzrf7nu"
+        assert c.node.ok("findprovs", nobody, "--json").json["providers"] == []
+        c.node.fails("findprovs", "notacid", match="invalid CID")
+    finally:
+        for node in (a, b, c):
+            if node is not None:
+                assert node.stop() == 0

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..storage.cid import CID, CIDError
 from .app import HTTPProblem, problem_response
 
 API_FILE = "api.json"
@@ -86,7 +87,37 @@ def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
             return problem_response(HTTPProblem(400, "body is not JSON"), as_json=True)
         return JSONResponse({"peer_id": info.peer_id.to_base58(), "connected": True})
 
+    def cid_param(request: Request) -> CID:
+        try:
+            return CID.parse(request.path_params["cid"])
+        except CIDError as exc:
+            raise HTTPProblem(400, f"invalid CID: {exc}") from None
+
+    async def provide(request: Request) -> Response:
+        try:
+            authorised(request)
+            cid = cid_param(request)
+            if swarm.routing is None:
+                raise HTTPProblem(409, "the DHT is off (serve --no-dht)")
+        except HTTPProblem as exc:
+            return problem_response(exc, as_json=True)
+        return JSONResponse({"cid": str(cid), "provided": await swarm.provide(cid)})
+
+    async def providers(request: Request) -> Response:
+        try:
+            authorised(request)
+            cid = cid_param(request)
+            if swarm.routing is None:
+                raise HTTPProblem(409, "the DHT is off (serve --no-dht)")
+        except HTTPProblem as exc:
+            return problem_response(exc, as_json=True)
+        found = await swarm.find_providers(cid)
+        listed = [{"peer_id": p.peer_id.to_base58(), "addrs": [str(a) for a in p.addrs]} for p in found]
+        return JSONResponse({"cid": str(cid), "providers": listed})
+
     return [
         Route("/api/v1/swarm/peers", peers, methods=["GET"]),
         Route("/api/v1/swarm/connect", connect, methods=["POST"]),
+        Route("/api/v1/routing/provide/{cid}", provide, methods=["POST"]),
+        Route("/api/v1/routing/providers/{cid}", providers, methods=["GET"]),
     ]

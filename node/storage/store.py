@@ -698,6 +698,12 @@ class BlockStore:
         with self._lock:
             return self.db.execute("SELECT 1 FROM pins WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone() is not None
 
+    def root_cids(self) -> list[CID]:
+        """Every pinned CID and every root added or fetched as a whole: what a node announces."""
+        with self._lock:
+            rows = self.db.execute("SELECT cid FROM pins UNION SELECT cid FROM roots").fetchall()
+        return [CID.from_bytes(row[0]) for row in rows]
+
     def pins(self) -> list[tuple[CID, str | None, float]]:
         with self._lock:
             rows = self.db.execute("SELECT cid, name, created FROM pins ORDER BY created").fetchall()

@@ -58,6 +58,7 @@ REPLY_BUDGET = MAX_MESSAGE_SIZE - 64 * 1024  # room for framing and presences
 COMMIT_EVERY = 8 * 1024 * 1024
 BAN_SECONDS = 600.0
 MAX_STRIKES = 3
+ARRIVAL_BATCH = 64  # blocks stored per trip to the worker thread
 ASKED_SECONDS = 120.0  # a block we asked for still counts as asked for this long
 ASKED_MEMORY = 4096  # entries per peer before old ones are pruned
 
@@ -305,28 +306,31 @@ class BlockExchange:
                 await self._send_requests(fetch)
                 if not fetch.peers:
                     raise FetchError(f"every peer was dropped while fetching {what}")
-                unavailable = scheduler.unavailable()
-                if unavailable and unavailable == scheduler.missing:
-                    raise FetchError(f"no peer has {len(unavailable)} blocks of {what}, e.g. {next(iter(unavailable))}")
                 deadline = scheduler.next_deadline()
+                if deadline is None:  # nothing in flight: is that because nobody has what is left?
+                    unavailable = scheduler.unavailable()
+                    if unavailable and unavailable == scheduler.missing:
+                        raise FetchError(
+                            f"no peer has {len(unavailable)} blocks of {what}, e.g. {next(iter(unavailable))}"
+                        )
                 wait = 1.0 if deadline is None else max(0.01, min(1.0, deadline - trio.current_time()))
                 with trio.move_on_after(wait):
-                    cid, data = await receive_arrival.receive()
+                    arrivals = [await receive_arrival.receive()]
+                    while len(arrivals) < ARRIVAL_BATCH:  # take what else is waiting: one thread trip for all
+                        try:
+                            arrivals.append(receive_arrival.receive_nowait())
+                        except trio.WouldBlock:
+                            break
                     last_progress = trio.current_time()
-                    fetched += 1
-                    self.blocks_fetched += 1
-                    self.bytes_fetched += len(data)
-                    pending_bytes += len(data)
-                    await trio.to_thread.run_sync(fetch.batch.put_verified, cid, data)
-                    if on_block is not None:
-                        on_block(cid, len(data))
-                    for child in _children(cid, data):
-                        if (
-                            expand(child)
-                            and child not in fetch.batch
-                            and not await trio.to_thread.run_sync(self.store.has, child)
-                        ):
-                            scheduler.want([child])
+                    new_wants = await trio.to_thread.run_sync(self._store_arrivals, fetch.batch, arrivals, expand)
+                    scheduler.want(new_wants)
+                    for cid, data in arrivals:
+                        fetched += 1
+                        self.blocks_fetched += 1
+                        self.bytes_fetched += len(data)
+                        pending_bytes += len(data)
+                        if on_block is not None:
+                            on_block(cid, len(data))
                     if pending_bytes >= COMMIT_EVERY:
                         # Committed blocks survive a crash, so a restarted fetch resumes from here.
                         await trio.to_thread.run_sync(fetch.batch.commit)
@@ -350,6 +354,18 @@ class BlockExchange:
                 del asked[cid]
         for cid in cids:
             asked[cid.to_v1()] = now
+
+    def _store_arrivals(
+        self, batch: ImportBatch, arrivals: list[tuple[CID, bytes]], expand: Callable[[CID], bool]
+    ) -> list[CID]:
+        """Store verified blocks (in a worker thread); return the children now wanted."""
+        wanted = []
+        for cid, data in arrivals:
+            batch.put_verified(cid, data)
+            for child in _children(cid, data):
+                if expand(child) and child not in batch and not self.store.has(child):
+                    wanted.append(child)
+        return wanted
 
     async def _send_requests(self, fetch: _Fetch) -> None:
         now = trio.current_time()

@@ -243,7 +243,7 @@ class FrameReader:
                 raise BitswapWireError(f"message of {length} bytes is over the {self._max}-byte limit")
             if len(self._buffer) < start + length:
                 break
-            out.append(bytes(self._buffer[start : start + length]))
+            out.append(bytes(memoryview(self._buffer)[start : start + length]))
             del self._buffer[: start + length]
         return out
 

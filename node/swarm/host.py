@@ -71,11 +71,11 @@ MAX_CONNECTIONS = 256
 
 def make_host(key_pair: KeyPair, listen: list[multiaddr.Multiaddr]) -> IHost:
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
-    # py-libp2p redials every peer in its peerstore whenever it has fewer than
-    # 100 connections (its AutoConnector); that would bring back peers we dropped
-    # for misbehaving. Watermarks of 0 turn it off: we choose whom to dial.
+    # py-libp2p's AutoConnector dials peers from its peerstore (which the DHT fills) up to
+    # the middle of the two watermarks; that would also bring back peers we dropped for
+    # misbehaving. Both watermarks at 0 turn it off: we choose whom to dial.
     connections = ConnectionConfig(
-        max_connections=MAX_CONNECTIONS, min_connections=0, low_watermark=0, high_watermark=MAX_CONNECTIONS * 3 // 4
+        max_connections=MAX_CONNECTIONS, min_connections=0, low_watermark=0, high_watermark=0
     )
     return new_host(
         key_pair=key_pair,

@@ -22,19 +22,24 @@ from ..storage.cid import CID
 from ..storage.store import BlockStore
 from .bitswap import BlockExchange, FetchError
 from .host import full_addrs, load_identity, make_host
+from .routing import REPROVIDE_INTERVAL, ContentRouting, open_routing
 
 log = logging.getLogger("medianode.swarm")
 
 RECONNECT_EVERY = 30.0
 CONNECT_TIMEOUT = 10.0
+FIND_TIMEOUT = 10.0
 
 
 class Swarm:
-    def __init__(self, host: IHost, store: BlockStore, bootstrap: list[PeerInfo]) -> None:
+    def __init__(
+        self, host: IHost, store: BlockStore, bootstrap: list[PeerInfo], routing: ContentRouting | None = None
+    ) -> None:
         self.host = host
         self.store = store
         self.exchange = BlockExchange(host, store)
         self.bootstrap = bootstrap
+        self.routing = routing  # None with --no-dht
         self._nursery: trio.Nursery | None = None
         self._caching: set[CID] = set()
 
@@ -78,14 +83,41 @@ class Swarm:
             raise FetchError("no peers connected")
         return peers
 
+    async def _with_providers(self, root: CID, fetch: Callable[[list[ID]], Awaitable[int]]) -> int:
+        """Fetch from connected peers; if they cannot deliver, ask the DHT who can and try those."""
+        try:
+            return await fetch(await self._need_peers())
+        except FetchError:
+            if self.routing is None:
+                raise
+            found = []
+            for info in await self.routing.find_providers(root, timeout=FIND_TIMEOUT):
+                if self.exchange.is_banned(info.peer_id):
+                    continue
+                with contextlib.suppress(Exception):  # a stale record: try the next provider
+                    await self.connect(info)
+                    found.append(info.peer_id)
+            if not found:
+                raise
+            log.info(
+                "fetching from providers found in the DHT", extra={"fields": {"cid": str(root), "peers": len(found)}}
+            )
+            return await fetch(found + self.peers())
+
     async def fetch_structure(self, root: CID) -> None:
-        await self.exchange.fetch_structure(root, await self._need_peers())
+        await self._with_providers(root, lambda peers: self.exchange.fetch_structure(root, peers))
 
     async def fetch_range(self, root: CID, offset: int, length: int) -> None:
-        await self.exchange.fetch_range(root, offset, length, await self._need_peers())
+        await self._with_providers(root, lambda peers: self.exchange.fetch_range(root, offset, length, peers))
 
     async def fetch_dag(self, root: CID, on_block: Callable[[CID, int], None] | None = None) -> int:
-        return await self.exchange.fetch_dag(root, await self._need_peers(), on_block=on_block)
+        return await self._with_providers(root, lambda peers: self.exchange.fetch_dag(root, peers, on_block=on_block))
+
+    async def provide(self, cid: CID) -> bool:
+        return self.routing is not None and await self.routing.provide(cid)
+
+    async def find_providers(self, cid: CID) -> list[PeerInfo]:
+        return [] if self.routing is None else await self.routing.find_providers(cid, timeout=FIND_TIMEOUT)
 
     def start_background(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run ``task`` for as long as the swarm runs (it is cancelled when the swarm stops)."""
@@ -111,17 +143,29 @@ class Swarm:
 
 @asynccontextmanager
 async def open_swarm(
-    store: BlockStore, data_dir: Path, listen: list[str], bootstrap: list[PeerInfo]
+    store: BlockStore,
+    data_dir: Path,
+    listen: list[str],
+    bootstrap: list[PeerInfo],
+    dht: bool = False,
+    reprovide_interval: float = REPROVIDE_INTERVAL,
 ) -> AsyncIterator[Swarm]:
-    """Start the host and the swarm's background tasks; stop them all on exit."""
+    """Start the host (and with ``dht`` the DHT, announcing every root and pin each
+    ``reprovide_interval``) and the swarm's background tasks; stop them all on exit."""
     key_pair = load_identity(data_dir)
     addrs = [multiaddr.Multiaddr(a) for a in listen]
     host = make_host(key_pair, addrs)
     try:
-        async with host.run(listen_addrs=addrs), trio.open_nursery() as nursery:
-            swarm = Swarm(host, store, bootstrap)
+        async with (
+            host.run(listen_addrs=addrs),
+            open_routing(host, bootstrap) if dht else _no_routing() as routing,
+            trio.open_nursery() as nursery,
+        ):
+            swarm = Swarm(host, store, bootstrap, routing)
             swarm._nursery = nursery
             nursery.start_soon(swarm._keep_bootstrap_connected)
+            if routing is not None:
+                nursery.start_soon(routing.reprovide, store.root_cids, reprovide_interval)
             try:
                 yield swarm
             finally:
@@ -130,3 +174,8 @@ async def open_swarm(
         # Leaving host.run() does not close the listening socket in py-libp2p 0.8.1; close() does.
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await host.close()
+
+
+@asynccontextmanager
+async def _no_routing() -> AsyncIterator[None]:
+    yield None

@@ -142,18 +142,29 @@ class WantScheduler(Generic[Peer]):
     # -- what the scheduler tells the exchange -------------------------------------------------
 
     def next_requests(self, now: float) -> list[Request[Peer]]:
-        """Want-blocks to send now; also expires overdue ones and moves them elsewhere."""
+        """Want-blocks to send now; also expires overdue ones and moves them elsewhere.
+
+        Called after every arrival, so it stops scanning the queue as soon as every peer's
+        window is full: its cost follows the free slots, not the size of the file.
+        """
         self._expire(now)
         assigned: dict[Peer, list[CID]] = {}
         peers = self._ranked_peers()
-        if peers:
-            for cid in list(self._queue):
-                candidates = [p for p in peers if self._free(p) > len(assigned.get(p, [])) and self._may_ask(p, cid)]
+        room = {p: self._free(p) for p in peers}
+        if sum(room.values()) > 0:
+            taken = []
+            for cid in self._queue:
+                candidates = [p for p in peers if room[p] > 0 and self._may_ask(p, cid)]
                 if not candidates:
                     continue
                 # A peer that said HAVE first, then the one with fewer strikes, then the most room.
-                best = max(candidates, key=lambda p: self._preference(p, cid, assigned))
+                best = max(candidates, key=lambda p: self._preference(p, cid, room))
                 assigned.setdefault(best, []).append(cid)
+                room[best] -= 1
+                taken.append(cid)
+                if not any(room.values()):
+                    break
+            for cid in taken:
                 del self._queue[cid]
             if not self._queue:
                 self._endgame(peers, assigned)
@@ -198,9 +209,9 @@ class WantScheduler(Generic[Peer]):
 
     # -- internals -------------------------------------------------------------------------
 
-    def _preference(self, peer: Peer, cid: CID, assigned: dict[Peer, list[CID]]) -> tuple[bool, int, int]:
+    def _preference(self, peer: Peer, cid: CID, room: dict[Peer, int]) -> tuple[bool, int, int]:
         state = self._peers[peer]
-        return cid in state.has, -state.strikes, self._free(peer) - len(assigned.get(peer, []))
+        return cid in state.has, -state.strikes, room[peer]
 
     def _free(self, peer: Peer) -> int:
         return self.window - len(self._peers[peer].in_flight)
