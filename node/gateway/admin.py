@@ -93,22 +93,24 @@ def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
         except CIDError as exc:
             raise HTTPProblem(400, f"invalid CID: {exc}") from None
 
+    def routing_cid(request: Request) -> CID:
+        """The CID of an authorised routing request, when the DHT runs."""
+        authorised(request)
+        cid = cid_param(request)
+        if swarm.routing is None:
+            raise HTTPProblem(409, "the DHT is off (serve --no-dht)")
+        return cid
+
     async def provide(request: Request) -> Response:
         try:
-            authorised(request)
-            cid = cid_param(request)
-            if swarm.routing is None:
-                raise HTTPProblem(409, "the DHT is off (serve --no-dht)")
+            cid = routing_cid(request)
         except HTTPProblem as exc:
             return problem_response(exc, as_json=True)
         return JSONResponse({"cid": str(cid), "provided": await swarm.provide(cid)})
 
     async def providers(request: Request) -> Response:
         try:
-            authorised(request)
-            cid = cid_param(request)
-            if swarm.routing is None:
-                raise HTTPProblem(409, "the DHT is off (serve --no-dht)")
+            cid = routing_cid(request)
         except HTTPProblem as exc:
             return problem_response(exc, as_json=True)
         found = await swarm.find_providers(cid)

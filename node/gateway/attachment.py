@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..smalldb import open_small_db
 from ..storage.cid import CID, base58btc_encode
 from ..storage.store import BlockStore
 from .mediatype import SNIFF_BYTES, sniff
@@ -133,11 +133,10 @@ class AttachmentCache:
     """Media facts per CID, kept in the gateway database."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
+        self._db = open_small_db(
+            path,
             "CREATE TABLE IF NOT EXISTS media (cid BLOB PRIMARY KEY, name TEXT, size INTEGER NOT NULL, "
-            "media_type TEXT NOT NULL, sha256 BLOB NOT NULL, width INTEGER, height INTEGER, duration REAL)"
+            "media_type TEXT NOT NULL, sha256 BLOB NOT NULL, width INTEGER, height INTEGER, duration REAL)",
         )
         self._lock = threading.Lock()
 

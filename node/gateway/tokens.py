@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..smalldb import open_small_db
+
 PREFIX = "mn_"
 
 
@@ -42,12 +44,11 @@ def _digest(token: str) -> bytes:
 
 class TokenStore:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
+        self._db = open_small_db(
+            path,
             "CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE, "
             "created REAL NOT NULL, limit_bytes INTEGER NOT NULL, used_bytes INTEGER NOT NULL DEFAULT 0, "
-            "revoked INTEGER NOT NULL DEFAULT 0)"
+            "revoked INTEGER NOT NULL DEFAULT 0)",
         )
         self._lock = threading.Lock()
 

@@ -37,13 +37,13 @@ the running node acts on it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..smalldb import open_small_db
 from ..storage.cid import CID, decode_varint, encode_varint
 
 log = logging.getLogger("medianode.swarm")
@@ -113,12 +113,11 @@ class ReplicaBook:
     """What should be replicated how often, and who holds which copy."""
 
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(
+        self._db = open_small_db(
+            path,
             "CREATE TABLE IF NOT EXISTS wanted (root BLOB PRIMARY KEY, copies INTEGER NOT NULL);"
             "CREATE TABLE IF NOT EXISTS replicas (root BLOB NOT NULL, peer TEXT NOT NULL, state TEXT NOT NULL,"
-            " updated REAL NOT NULL, PRIMARY KEY (root, peer));"
+            " updated REAL NOT NULL, PRIMARY KEY (root, peer));",
         )
         self._lock = threading.Lock()
 
