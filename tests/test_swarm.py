@@ -366,3 +366,11 @@ def test_a_node_finds_providers_through_the_dht(tmp_path: Path) -> None:
         for node in (a, b, c):
             if node is not None:
                 assert node.stop() == 0
+
+
+def test_wildcard_listen_addresses_are_announced_as_dialable_ones() -> None:
+    from node.swarm.node import announce_addrs
+
+    assert announce_addrs(["/ip4/127.0.0.1/tcp/5"]) == ["/ip4/127.0.0.1/tcp/5"]
+    expanded = announce_addrs(["/ip4/0.0.0.0/tcp/4001"])
+    assert expanded and all(a.startswith("/ip4/") and a.endswith("/tcp/4001") and "0.0.0.0" not in a for a in expanded)

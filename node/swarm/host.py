@@ -96,12 +96,6 @@ def parse_peer_addr(text: str) -> PeerInfo:
         raise SwarmError(f"not a peer address (/ip4/HOST/tcp/PORT/p2p/PEERID): {text!r}: {exc}") from None
 
 
-def full_addrs(host: IHost) -> list[str]:
-    """Listen addresses with ``/p2p/PEERID``, as other nodes dial them."""
-    peer = host.get_id().to_base58()
-    return [str(a) if "/p2p/" in str(a) else f"{a}/p2p/{peer}" for a in host.get_addrs()]
-
-
 def peer_of(stream: INetStream) -> ID:
     return stream.muxed_conn.peer_id
 

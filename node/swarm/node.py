@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from ..storage.cid import CID
 from ..storage.store import BlockStore
 from .bitswap import BlockExchange, FetchError
-from .host import full_addrs, load_identity, make_host
+from .host import load_identity, make_host
 from .routing import REPROVIDE_INTERVAL, ContentRouting, open_routing
 
 log = logging.getLogger("medianode.swarm")
@@ -48,7 +49,8 @@ class Swarm:
         return str(self.host.get_id().to_base58())
 
     def addrs(self) -> list[str]:
-        return full_addrs(self.host)
+        """Where other peers can dial us, with ``/p2p/PEERID``."""
+        return [f"{a}/p2p/{self.peer_id}" for a in dialable(self.host)]
 
     def peers(self) -> list[ID]:
         """Connected peers we trade with (not those dropped for misbehaving)."""
@@ -158,7 +160,7 @@ async def open_swarm(
     try:
         async with (
             host.run(listen_addrs=addrs),
-            open_routing(host, bootstrap) if dht else _no_routing() as routing,
+            open_routing(host, bootstrap, dialable(host)) if dht else _no_routing() as routing,
             trio.open_nursery() as nursery,
         ):
             swarm = Swarm(host, store, bootstrap, routing)
@@ -174,6 +176,30 @@ async def open_swarm(
         # Leaving host.run() does not close the listening socket in py-libp2p 0.8.1; close() does.
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await host.close()
+
+
+def dialable(host: IHost) -> list[multiaddr.Multiaddr]:
+    """The host's bound addresses (real ports, also when 0 was asked for), wildcards expanded."""
+    bound = [str(a).split("/p2p/")[0] for a in host.get_addrs()]
+    return [multiaddr.Multiaddr(a) for a in announce_addrs(bound)]
+
+
+def announce_addrs(listen: list[str]) -> list[str]:
+    """Listen addresses as other peers can dial them: a wildcard host becomes this machine's
+    own IPv4 addresses (loopback only when there is nothing else)."""
+    out: list[str] = []
+    for addr in listen:
+        if not addr.startswith("/ip4/0.0.0.0/"):
+            out.append(addr)
+            continue
+        rest = addr[len("/ip4/0.0.0.0") :]
+        try:
+            ips = socket.gethostbyname_ex(socket.gethostname())[2]
+        except OSError:
+            ips = []
+        ips = [ip for ip in ips if not ip.startswith("127.")] or ["127.0.0.1"]
+        out += [f"/ip4/{ip}{rest}" for ip in ips]
+    return out
 
 
 @asynccontextmanager
