@@ -101,7 +101,8 @@ async def raw_sink(data_dir: str) -> None:
     import trio
     from libp2p.custom_types import TProtocol
 
-    from node.swarm.host import full_addrs, load_identity, make_host
+    from node.swarm.host import load_identity, make_host
+    from node.swarm.node import dialable
 
     listen = [multiaddr.Multiaddr(LOOPBACK)]
     host = make_host(load_identity(Path(data_dir)), listen)
@@ -115,7 +116,8 @@ async def raw_sink(data_dir: str) -> None:
 
     host.set_stream_handler(TProtocol(RAW_PROTOCOL), sink)
     async with host.run(listen_addrs=listen):
-        print(json.dumps({"swarm": full_addrs(host)}), flush=True)
+        peer = host.get_id().to_base58()
+        print(json.dumps({"swarm": [f"{a}/p2p/{peer}" for a in dialable(host)]}), flush=True)
         await trio.sleep_forever()
 
 

@@ -374,3 +374,45 @@ def test_wildcard_listen_addresses_are_announced_as_dialable_ones() -> None:
     assert announce_addrs(["/ip4/127.0.0.1/tcp/5"]) == ["/ip4/127.0.0.1/tcp/5"]
     expanded = announce_addrs(["/ip4/0.0.0.0/tcp/4001"])
     assert expanded and all(a.startswith("/ip4/") and a.endswith("/tcp/4001") and "0.0.0.0" not in a for a in expanded)
+
+
+def test_a_peer_cannot_open_unbounded_bitswap_streams(tmp_path: Path) -> None:
+    """Tried: one peer holding more inbound Bitswap streams open than the cap (each may buffer a
+    4 MiB message). The streams past the cap are reset; the ones within it still work."""
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from node.swarm.bitswap import MAX_INBOUND_STREAMS, BlockExchange
+    from node.swarm.bitswap_wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
+    from node.swarm.host import load_identity, make_host
+
+    store = BlockStore(tmp_path / "a")
+    cid = add(store, tmp_path, b"small block", "f")
+
+    async def main() -> tuple[int, int]:
+        host_a = make_host(load_identity(tmp_path / "a"), [LOOPBACK])
+        host_b = make_host(load_identity(tmp_path / "b"), [LOOPBACK])
+        async with host_a.run(listen_addrs=[LOOPBACK]), host_b.run(listen_addrs=[LOOPBACK]):
+            exchange = BlockExchange(host_a, store)
+
+            async def take_replies(stream: object) -> None:  # B accepts A's answers and drops them
+                while await stream.read(65536):  # type: ignore[attr-defined]
+                    pass
+
+            host_b.set_stream_handler(TProtocol(PROTOCOL_ID), take_replies)
+            with trio.fail_after(30):
+                await host_b.connect(PeerInfo(host_a.get_id(), host_a.get_addrs()))
+                streams, refused = [], 0
+                for _ in range(MAX_INBOUND_STREAMS + 3):
+                    try:
+                        stream = await host_b.new_stream(host_a.get_id(), [TProtocol(PROTOCOL_ID)])
+                        await stream.write(frame(encode_message(BitswapMessage(wants=[WantEntry(cid)]))))
+                        streams.append(stream)
+                    except Exception:  # reset by A as soon as it was negotiated: the cap at work
+                        refused += 1
+                await trio.sleep(1.0)
+            return exchange.blocks_served, refused
+
+    served, refused = trio.run(main)
+    assert served == MAX_INBOUND_STREAMS  # one answered want per stream inside the cap, none beyond it
+    assert refused <= 3

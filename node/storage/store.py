@@ -223,6 +223,10 @@ class ImportBatch:
             raise CorruptBlock(cid)
         self._put(cid, data)
 
+    def put_hashed(self, cid: CID, data: bytes | memoryview) -> None:
+        """Add a block whose CID the caller computed from exactly these bytes."""
+        self._put(cid, data)
+
     def __contains__(self, cid: CID) -> bool:
         return bytes(cid.to_v1()) in self._seen
 

@@ -59,6 +59,7 @@ COMMIT_EVERY = 8 * 1024 * 1024
 BAN_SECONDS = 600.0
 MAX_STRIKES = 3
 ARRIVAL_BATCH = 64  # blocks stored per trip to the worker thread
+MAX_INBOUND_STREAMS = 8  # per peer: kubo uses one, Helia one per message, closed after it
 ASKED_SECONDS = 120.0  # a block we asked for still counts as asked for this long
 ASKED_MEMORY = 4096  # entries per peer before old ones are pruned
 
@@ -89,6 +90,7 @@ class BlockExchange:
         self._banned: dict[ID, float] = {}  # peer -> until when (trio clock)
         self._strikes: dict[ID, int] = {}  # unwanted blocks per peer
         self._asked: dict[ID, dict[CID, float]] = {}  # what we asked each peer for, and when
+        self._inbound_streams: dict[ID, int] = {}
         set_handlers(host, PROTOCOLS, self._inbound)
 
     def is_banned(self, peer: ID) -> bool:
@@ -104,9 +106,19 @@ class BlockExchange:
 
     async def _inbound(self, stream: INetStream) -> None:
         peer = peer_of(stream)
-        if self.is_banned(peer):
+        if self.is_banned(peer) or self._inbound_streams.get(peer, 0) >= MAX_INBOUND_STREAMS:
+            # Each inbound stream may buffer up to one 4 MiB message: capping streams caps memory.
             await stream.reset()
             return
+        self._inbound_streams[peer] = self._inbound_streams.get(peer, 0) + 1
+        try:
+            await self._read_messages(peer, stream)
+        finally:
+            self._inbound_streams[peer] -= 1
+            if not self._inbound_streams[peer]:
+                del self._inbound_streams[peer]
+
+    async def _read_messages(self, peer: ID, stream: INetStream) -> None:
         reader = FrameReader()
         while True:
             data = await stream.read(READ_SIZE)
@@ -361,7 +373,9 @@ class BlockExchange:
         """Store verified blocks (in a worker thread); return the children now wanted."""
         wanted = []
         for cid, data in arrivals:
-            batch.put_verified(cid, data)
+            # The CID was computed from these bytes when the message was decoded, and matched
+            # what was asked: verified once, not hashed a second time here.
+            batch.put_hashed(cid, data)
             for child in _children(cid, data):
                 if expand(child) and child not in batch and not self.store.has(child):
                     wanted.append(child)
