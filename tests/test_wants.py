@@ -31,18 +31,6 @@ def test_blocks_are_striped_across_peers_in_order() -> None:
     assert asked(s.next_requests(0.2), "a") == [want[8]]
 
 
-def test_urgent_wants_jump_the_queue() -> None:
-    s = WantScheduler(window=2)
-    s.want(cids(10))
-    s.want(cids(2, b"seek"), urgent=True)
-    s.peer_connected("a")
-    assert asked(s.next_requests(0), "a") == cids(2, b"seek")
-    later = cids(10)[7:9]
-    s.urgent(later)
-    s.on_block("a", cids(2, b"seek")[0])
-    assert asked(s.next_requests(1), "a") == [later[0]]
-
-
 def test_dont_have_moves_the_block_to_a_peer_that_has_it() -> None:
     s = WantScheduler(window=1)
     (block,) = cids(1)

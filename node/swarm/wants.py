@@ -6,8 +6,8 @@ next, passing the current time in. That keeps every decision testable
 without sockets, the way h11 keeps HTTP.
 
 Policy:
-- Wants are served in the order given; ``urgent`` ones (the blocks under a
-  range a viewer is waiting for) jump the queue.
+- Wants are served in the order given (a seek gets a fetch of its own for
+  the blocks under the range, so it does not wait behind a whole file).
 - Each peer has a window of want-blocks in flight, so its connection stays
   busy; different blocks go to different peers, so several providers add up.
 - A peer that said DONT_HAVE for a block is not asked for it again; one that
@@ -70,29 +70,11 @@ class WantScheduler(Generic[Peer]):
 
     # -- what the exchange tells the scheduler -----------------------------------------------
 
-    def want(self, cids: Iterable[CID], urgent: bool = False) -> None:
+    def want(self, cids: Iterable[CID]) -> None:
         fresh = [c.to_v1() for c in cids if c.to_v1() not in self._wanted]
         self._wanted.update(fresh)
         for cid in fresh:
             self._queue[cid] = None
-        if urgent:
-            for cid in reversed(fresh):
-                self._queue.move_to_end(cid, last=False)
-
-    def urgent(self, cids: Iterable[CID]) -> None:
-        """Move wanted blocks to the front of the queue (a viewer seeked to them)."""
-        for cid in reversed([c.to_v1() for c in cids]):
-            if cid in self._queue:
-                self._queue.move_to_end(cid, last=False)
-
-    def forget(self, cid: CID) -> None:
-        """Stop wanting a block (the reader went away); peers asked for it get a cancel."""
-        cid = cid.to_v1()
-        self._wanted.discard(cid)
-        self._queue.pop(cid, None)
-        for peer, state in self._peers.items():
-            if state.in_flight.pop(cid, None) is not None:
-                self._cancels.setdefault(peer, []).append(cid)
 
     def peer_connected(self, peer: Peer) -> None:
         self._peers.setdefault(peer, _PeerState())
