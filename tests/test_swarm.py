@@ -416,3 +416,36 @@ def test_a_peer_cannot_open_unbounded_bitswap_streams(tmp_path: Path) -> None:
     served, refused = trio.run(main)
     assert served == MAX_INBOUND_STREAMS  # one answered want per stream inside the cap, none beyond it
     assert refused <= 3
+
+
+def test_trustless_car_of_a_file_only_a_peer_has(tmp_path: Path) -> None:
+    """A CAR through B's gateway of a file only A holds comes out whole and verifiable."""
+    import io
+
+    import httpx
+
+    from conftest import Served
+    from node.storage.car import read_car
+    from node.storage.layout import walk_file
+
+    data = gen(2 * MiB + 9, b"car-from-peer")
+    (tmp_path / "clip.bin").write_bytes(data)
+    a = Served(tmp_path / "a")
+    b: Served | None = None
+    try:
+        cid = a.node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+        b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+        with httpx.Client(timeout=60) as client:
+            response = client.get(f"{b.url}/ipfs/{cid}", params={"format": "car"})
+        assert response.status_code == 200
+        roots, blocks = read_car(io.BytesIO(response.content))
+        found = {}
+        for block_cid, block in blocks:
+            assert block_cid.verifies(block)
+            found[block_cid] = block
+        layout = walk_file(roots[0], found.__getitem__)
+        assert b"".join(found[leaf.cid] for leaf in layout.leaves) == data
+    finally:
+        assert a.stop() == 0
+        if b is not None:
+            assert b.stop() == 0

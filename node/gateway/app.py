@@ -297,6 +297,13 @@ class Gateway:
             return Response(status_code=304, headers=headers)
         if request.method == "HEAD":
             return Response(headers=headers, media_type=CAR_CONTENT_TYPE)
+        if self.swarm is not None and scope != "block":
+            # A CAR is verified as a whole by the client: fetch what is missing before the stream starts.
+            missing = (await self.run_sync(self.store.dag_counts, resolved.terminal))[1]
+            if missing:
+                problem = await self._fetch_from_swarm(self.swarm.fetch_dag, resolved.terminal)
+                if problem is not None:
+                    raise problem
         # The first block is fetched before answering, so a missing root is a 404, not a broken stream.
         first = await self.run_sync(next, blocks, None)
         return StreamingResponse(
