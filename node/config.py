@@ -48,6 +48,8 @@ listen = ["/ip4/0.0.0.0/tcp/4001"]
 bootstrap = []
 # Announce roots and pins in the IPFS DHT and look up providers there (--no-dht turns it off).
 dht = true
+# Seconds between looks for content added since the last announcement (by add, uploads, imports).
+announce_new_every = 30
 
 [replication]
 # Trusted peers that keep copies of our pins (medianode pin add CID --replicas N) and
@@ -113,6 +115,7 @@ class SwarmConfig:
     replication_peers: tuple[str, ...] = ()
     replication_interval: float = 60.0
     dht: bool = True
+    announce_new_every: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             tuple(str(a) for a in replication.get("peers", [])),
             float(replication.get("interval", 60)),
             bool(swarm_section.get("dht", True)),
+            float(swarm_section.get("announce_new_every", 30)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None

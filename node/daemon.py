@@ -53,7 +53,14 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     settings = gateway_settings(config)
     try:
         async with (
-            open_swarm(store, config.data_dir, list(config.swarm.listen), bootstrap, config.swarm.dht) as swarm,
+            open_swarm(
+                store,
+                config.data_dir,
+                list(config.swarm.listen),
+                bootstrap,
+                config.swarm.dht,
+                announce_new_every=config.swarm.announce_new_every,
+            ) as swarm,
             trio.open_nursery() as nursery,
         ):
             stop = trio.Event()

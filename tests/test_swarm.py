@@ -449,3 +449,29 @@ def test_trustless_car_of_a_file_only_a_peer_has(tmp_path: Path) -> None:
         assert a.stop() == 0
         if b is not None:
             assert b.stop() == 0
+
+
+def test_content_added_while_serving_is_announced(tmp_path: Path) -> None:
+    """A file added with the CLI while A serves is announced in the DHT without a restart."""
+    import time
+
+    from conftest import Node, Served
+
+    node_a = Node(tmp_path / "a")
+    node_a.ok("init")
+    config = tmp_path / "a" / "config.toml"
+    config.write_text(config.read_text().replace("announce_new_every = 30", "announce_new_every = 0.5"))
+    a = Served(tmp_path / "a")
+    b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+    try:
+        (tmp_path / "late.bin").write_bytes(gen(300_000, b"late"))
+        cid = a.node.ok("add", str(tmp_path / "late.bin"), "--json").json["cid"]
+        deadline = time.monotonic() + 20
+        found: list[str] = []
+        while time.monotonic() < deadline and not found:
+            found = [p["peer_id"] for p in b.node.ok("findprovs", cid, "--json").json["providers"]]
+            time.sleep(0.5)
+        assert found == [a.peer_id]
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0

@@ -151,9 +151,11 @@ async def open_swarm(
     bootstrap: list[PeerInfo],
     dht: bool = False,
     reprovide_interval: float = REPROVIDE_INTERVAL,
+    announce_new_every: float = 30.0,
 ) -> AsyncIterator[Swarm]:
-    """Start the host (and with ``dht`` the DHT, announcing every root and pin each
-    ``reprovide_interval``) and the swarm's background tasks; stop them all on exit."""
+    """Start the host (and with ``dht`` the DHT, announcing new roots and pins within
+    ``announce_new_every`` seconds and all of them each ``reprovide_interval``) and the swarm's
+    background tasks; stop them all on exit."""
     key_pair = load_identity(data_dir)
     addrs = [multiaddr.Multiaddr(a) for a in listen]
     host = make_host(key_pair, addrs)
@@ -167,7 +169,7 @@ async def open_swarm(
             swarm._nursery = nursery
             nursery.start_soon(swarm._keep_bootstrap_connected)
             if routing is not None:
-                nursery.start_soon(routing.reprovide, store.root_cids, reprovide_interval)
+                nursery.start_soon(routing.reprovide, store.root_cids, reprovide_interval, announce_new_every)
             try:
                 yield swarm
             finally:

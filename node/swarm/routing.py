@@ -23,7 +23,8 @@ What is announced, and how often
     An ADD_PROVIDER with our peer ID and our dialable addresses (``host.get_addrs()`` without
     ``/p2p``, unspecified ``0.0.0.0``/``::`` dropped; pass ``announce=`` when listening on a
     wildcard address), sent to the 20 closest peers that answered a FIND_NODE lookup for the
-    key. ``reprovide`` repeats this for every CID the caller lists, then sleeps ``interval``
+    key. ``reprovide`` announces every CID the caller lists, new ones within ``check_every``
+    seconds and each again every ``interval``
     (kubo's default is 22 h, :data:`REPROVIDE_INTERVAL`; records expire after 48 h).
     py-libp2p servers accept at most 10 ADD_PROVIDER messages per sender per 10 s and reset the
     stream beyond that, so provide rounds are paced to 10 per 10.5 s: announcing N CIDs takes
@@ -444,29 +445,37 @@ class ContentRouting:
         )  # fmt: skip
         return bool(stored)
 
-    async def reprovide(self, cids: Callable[[], list[CID]], interval: float) -> None:
-        """Forever: provide every CID ``cids()`` lists, one at a time, then sleep ``interval``.
+    async def reprovide(self, cids: Callable[[], list[CID]], interval: float, check_every: float = 30.0) -> None:
+        """Forever: every ``check_every`` seconds, provide each CID ``cids()`` lists that was never
+        announced, whose last announcement failed, or was announced ``interval`` ago or more. So
+        content added while the node runs (by the CLI, an upload, an import) is announced within
+        ``check_every`` seconds, and everything again each ``interval``.
 
         A failed round (``cids()`` raising included) is logged; the loop goes on.
         """
+        check_every = min(check_every, interval)
+        announced: dict[CID, float] = {}
         while True:
             started = trio.current_time()
             try:
-                batch = list(cids())
+                due = [c for c in cids() if started - announced.get(c.to_v1(), float("-inf")) >= interval]
                 stored = 0
-                for cid in batch:
+                for cid in due:
                     try:
-                        stored += await self.provide(cid)
+                        if await self.provide(cid):
+                            announced[cid.to_v1()] = started
+                            stored += 1
                     except Exception as exc:  # one bad CID does not end the round
                         log.info("reprovide failed", extra={"fields": {"cid": str(cid), "error": repr(exc)}})
-                log.info(
-                    "reprovide round",
-                    extra={"fields": {"cids": len(batch), "stored": stored,
-                                      "seconds": round(trio.current_time() - started, 3)}},
-                )  # fmt: skip
+                if due:
+                    log.info(
+                        "reprovide round",
+                        extra={"fields": {"cids": len(due), "stored": stored,
+                                          "seconds": round(trio.current_time() - started, 3)}},
+                    )  # fmt: skip
             except Exception as exc:
                 log.warning("reprovide round failed", extra={"fields": {"error": repr(exc)}})
-            await trio.sleep(interval)
+            await trio.sleep(check_every)
 
     # ----- finding -----
 
