@@ -165,7 +165,6 @@ class ImportBatch:
         self._rows: dict[bytes, tuple[int, int, int, int]] = {}
         self._seen: set[bytes] = set()
         self._links: list[tuple[bytes, bytes]] = []
-        self.bytes_in = 0
         self._queue: queue.Queue[tuple[bytes, bytes | memoryview] | None] = queue.Queue(WRITE_QUEUE_BLOCKS)
         self._failure: OSError | None = None
         self._thread: threading.Thread | None = threading.Thread(
@@ -209,7 +208,6 @@ class ImportBatch:
         for child in child_links(cid, data):
             self._links.append((key, child))
         self._queue.put((key, data))
-        self.bytes_in += len(data)
 
     def put_leaf(self, cid: CID, data: bytes) -> None:
         self._put(cid, data)

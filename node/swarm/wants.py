@@ -15,9 +15,9 @@ Policy:
 - A want-block unanswered after ``timeout`` goes back to the queue (to a
   different peer when there is one) and costs the slow peer a strike.
 - A block nobody asked for (or one whose bytes hash to a CID we did not ask
-  that peer for, i.e. corrupt) is UNWANTED; the exchange, which sees every
-  fetch, calls ``penalize`` when no fetch asked for it. ``max_strikes``
-  strikes (penalties and timeouts) and the peer is to be dropped.
+  that peer for, i.e. corrupt) is reported UNWANTED; counting those against
+  the peer is the exchange's job, since only it sees every fetch. Here a
+  peer's strikes are its timeouts: ``max_strikes`` and it is to be dropped.
 - Endgame: when nothing is left to assign but blocks are still in flight, idle
   peers are asked for them too; the first copy wins and the others get a
   cancel. A provider that dies mid-transfer then costs one timeout at most.
@@ -114,12 +114,8 @@ class WantScheduler(Generic[Peer]):
         if asked:
             return Verdict.DUPLICATE
         # Unwanted here; whether that is the peer's fault depends on the other fetches
-        # sharing the connection, so the caller decides whether to ``penalize``.
+        # sharing the connection, so the exchange keeps that count.
         return Verdict.UNWANTED
-
-    def penalize(self, peer: Peer) -> None:
-        """Count a strike against ``peer`` (it sent what nobody asked for)."""
-        self._strike(peer)
 
     # -- what the scheduler tells the exchange -------------------------------------------------
 
