@@ -8,7 +8,6 @@ The token itself is shown once, when it is created.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import sqlite3
 import threading
@@ -31,7 +30,6 @@ class TokenInfo:
     created: float
     limit: int  # bytes this token may upload in total; 0 = no limit
     used: int
-    revoked: bool
 
     @property
     def remaining(self) -> int | None:
@@ -47,8 +45,7 @@ class TokenStore:
         self._db = open_small_db(
             path,
             "CREATE TABLE IF NOT EXISTS tokens (name TEXT PRIMARY KEY, digest BLOB NOT NULL UNIQUE, "
-            "created REAL NOT NULL, limit_bytes INTEGER NOT NULL, used_bytes INTEGER NOT NULL DEFAULT 0, "
-            "revoked INTEGER NOT NULL DEFAULT 0)",
+            "created REAL NOT NULL, limit_bytes INTEGER NOT NULL, used_bytes INTEGER NOT NULL DEFAULT 0)",
         )
         self._lock = threading.Lock()
 
@@ -77,9 +74,9 @@ class TokenStore:
     def list(self) -> list[TokenInfo]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, created, limit_bytes, used_bytes, revoked FROM tokens ORDER BY created"
+                "SELECT name, created, limit_bytes, used_bytes FROM tokens ORDER BY created"
             ).fetchall()
-        return [TokenInfo(n, c, lim, used, bool(r)) for n, c, lim, used, r in rows]
+        return [TokenInfo(n, c, lim, used) for n, c, lim, used in rows]
 
     def authenticate(self, token: str) -> TokenInfo | None:
         if not token.startswith(PREFIX) or len(token) > 128:
@@ -87,12 +84,9 @@ class TokenStore:
         digest = _digest(token)
         with self._lock:
             row = self._db.execute(
-                "SELECT name, created, limit_bytes, used_bytes, revoked, digest FROM tokens WHERE digest = ?",
-                (digest,),
+                "SELECT name, created, limit_bytes, used_bytes FROM tokens WHERE digest = ?", (digest,)
             ).fetchone()
-        if row is None or not hmac.compare_digest(row[5], digest) or row[4]:
-            return None
-        return TokenInfo(row[0], row[1], row[2], row[3], bool(row[4]))
+        return None if row is None else TokenInfo(*row)
 
     def charge(self, name: str, nbytes: int) -> bool:
         """Count ``nbytes`` against the token's allowance; False (and nothing counted) if it would exceed it."""
