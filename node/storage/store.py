@@ -267,7 +267,7 @@ class ImportBatch:
 
     def _insert(self, db: sqlite3.Connection) -> bool:
         """Write this batch's rows; return False when every block was already stored."""
-        conn = self._store.db
+        conn = db
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS incoming(cid BLOB PRIMARY KEY) WITHOUT ROWID")
         conn.execute("DELETE FROM incoming")
         conn.executemany("INSERT INTO incoming(cid) VALUES (?)", ((k,) for k in self._rows))
@@ -729,7 +729,7 @@ class BlockStore:
         blocks, missing, _ = self.dag_counts(cid)
         if missing:
             raise StoreError(f"cannot pin {cid}: {missing} of its {blocks} blocks are not in the store")
-        self.db.execute("INSERT OR IGNORE INTO pins(cid, name, created) VALUES (?, ?, ?)", (key, name, time.time()))
+        db.execute("INSERT OR IGNORE INTO pins(cid, name, created) VALUES (?, ?, ?)", (key, name, time.time()))
         quota = self.config.quota
         if quota:
             pinned = self.pinned_bytes()
