@@ -50,6 +50,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     hyper.graceful_timeout = 5.0
     hyper.keep_alive_timeout = 75.0
     hyper.h11_max_incomplete_size = 64 * 1024
+    hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
+    hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
     settings = gateway_settings(config)
     try:
         async with (
@@ -59,6 +61,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
                 list(config.swarm.listen),
                 bootstrap,
                 config.swarm.dht,
+                config.swarm.mdns,
                 announce_new_every=config.swarm.announce_new_every,
             ) as swarm,
             trio.open_nursery() as nursery,
@@ -96,7 +99,12 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
 
 
 def with_overrides(
-    config: NodeConfig, gateway: tuple[str, int] | None, listen: list[str], bootstrap: list[str], dht: bool = True
+    config: NodeConfig,
+    gateway: tuple[str, int] | None,
+    listen: list[str],
+    bootstrap: list[str],
+    dht: bool = True,
+    mdns: bool = True,
 ) -> NodeConfig:
     """The config with ``serve``'s command-line options applied."""
     if gateway is not None:
@@ -108,4 +116,6 @@ def with_overrides(
         swarm = replace(swarm, bootstrap=swarm.bootstrap + tuple(bootstrap))
     if not dht:
         swarm = replace(swarm, dht=False)
+    if not mdns:
+        swarm = replace(swarm, mdns=False)
     return replace(config, swarm=swarm)

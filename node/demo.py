@@ -36,13 +36,20 @@ def _frame_bytes(index: int, line_size: int) -> bytes:
     return bytes(pixels)
 
 
-def make_demo_clip(path: Path, seconds: int = 6) -> Path:
-    """Write the clip to ``path`` (atomically) and return it."""
+def make_demo_clip(path: Path, seconds: int = 6, video_kbps: int | None = None) -> Path:
+    """Write the clip to ``path`` (atomically) and return it.
+
+    ``video_kbps`` makes the video constant-bitrate at that rate (x264 pads with
+    filler data), for tests and benchmarks that need a clip of a given size.
+    """
     tmp = path.with_name(path.name + ".part")
     with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         video = container.add_stream("libx264", rate=FPS)
         video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
         video.options = {"preset": "veryfast", "crf": "28"}
+        if video_kbps:
+            rate = f"bitrate={video_kbps}:vbv-maxrate={video_kbps}:vbv-bufsize={video_kbps}:nal-hrd=cbr"
+            video.options = {"preset": "veryfast", "x264-params": rate}
         audio = container.add_stream("aac", rate=44100)
         audio.layout = "mono"
         for i in range(seconds * FPS):

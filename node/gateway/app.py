@@ -26,7 +26,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from ..storage.car import encode_header, write_block
 from ..storage.cid import CID, DAG_PB, RAW, CIDError
@@ -34,10 +34,13 @@ from ..storage.dagpb import DagPBError
 from ..storage.errors import BlockNotFound, CorruptBlock, StoreError
 from ..storage.store import BlockStore
 from ..storage.unixfs import NodeType, UnixFSError, decode_unixfs
+from .hub import ViewerHub
 from .mediatype import SNIFF_BYTES, sniff
 from .metrics import ASGIApp, Metrics
 from .ranges import RangeError, parse_range
+from .signaling import SignalingEndpoint
 from .trustless import EntityBytes, TrustlessParamError, car_blocks
+from .watch import watch_routes
 
 log = logging.getLogger("medianode.gateway")
 
@@ -474,6 +477,7 @@ def build_app(
     tokens: Any = None,
     swarm: Any = None,
     admin_token: dict[str, str] | None = None,
+    hub: ViewerHub | None = None,
 ) -> ASGIApp:
     """The ASGI application; ``tokens`` (a TokenStore) enables the write API.
 
@@ -482,7 +486,10 @@ def build_app(
     request than reading the megabyte it asks for.
     """
     gateway = Gateway(store, settings, metrics, swarm)
-    routes = [Route("/metrics", metrics.endpoint(store, swarm), methods=["GET"])]
+    hub = hub or ViewerHub(ice_servers=[])
+    routes: list[BaseRoute] = [Route("/metrics", metrics.endpoint(store, swarm, hub), methods=["GET"])]
+    routes += SignalingEndpoint(store, hub).routes()
+    routes += watch_routes(store)
     if tokens is not None:
         from .api import api_routes
 

@@ -76,12 +76,16 @@ class Metrics:
         self.upload_bytes = Counter("medianode_upload_bytes", "Bytes stored by uploads", registry=self.registry)
         self._store_collector: StoreCollector | None = None
 
-    def endpoint(self, store: BlockStore, swarm: Any = None) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        self, store: BlockStore, swarm: Any = None, hub: Any = None
+    ) -> Callable[[Request], Awaitable[Response]]:
         if self._store_collector is None:
             self._store_collector = StoreCollector(store)
             self.registry.register(self._store_collector)
             if swarm is not None:
                 self.registry.register(SwarmCollector(swarm))
+            if hub is not None:
+                self.registry.register(ViewerCollector(hub))
 
         async def metrics(request: Request) -> Response:
             body = await anyio.to_thread.run_sync(generate_latest, self.registry)
@@ -109,3 +113,26 @@ class Metrics:
                 self.requests.labels(route_label(scope["path"]), scope["method"], str(status["code"])).inc()
 
         return counted
+
+
+class ViewerCollector(Collector):
+    """The viewer swarm, from the signaling hub's counts."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        overall = self.hub.overall
+        yield GaugeMetricFamily("medianode_viewers", "Viewers connected to the signaling hub",
+                                value=self.hub.viewer_count())  # fmt: skip
+        yield GaugeMetricFamily("medianode_viewer_swarms", "CIDs with viewers now", value=len(self.hub.swarms))
+        yield CounterMetricFamily("medianode_viewers_joined", "Viewers admitted since start",
+                                  value=overall.viewers_seen)  # fmt: skip
+        bytes_received = CounterMetricFamily(
+            "medianode_viewer_bytes_received", "Clip bytes viewers reported receiving, by source", labels=["source"]
+        )
+        bytes_received.add_metric(["peers"], overall.bytes_from_peers)
+        bytes_received.add_metric(["http"], overall.bytes_from_http)
+        yield bytes_received

@@ -1,0 +1,360 @@
+// The viewer swarm in the browser: signaling through the node's hub and one
+// RTCPeerConnection per peer, speaking the data-channel protocol specified in
+// node/swarm/viewer_protocol.py. Which piece to ask whom is the Picker's
+// business; checking a piece is the caller's (`acceptPiece`).
+
+import { packMessage, unpackMessage } from "./codec.js";
+
+const MAX_CONNECTIONS = 12;
+const MAX_OUTSTANDING = 4;
+const CHUNK = 16 * 1024 - 64;
+const HIGH_WATER = 1024 * 1024; // bytes queued on a data channel before we wait for it to drain
+const LOW_WATER = 256 * 1024;
+const CONNECT_TIMEOUT = 10000;
+const MORE_PEERS_EVERY = 5000;
+const WANTED_CONNECTIONS = 4;
+
+export function bitfield(have) {
+  const out = new Uint8Array(Math.ceil(have.length / 8));
+  have.forEach((held, i) => {
+    if (held) out[i >> 3] |= 0x80 >> (i & 7);
+  });
+  return out;
+}
+
+function indicesIn(field, count) {
+  if (!(field instanceof Uint8Array) || field.length !== Math.ceil(count / 8)) throw new Error("bad bitfield");
+  const out = [];
+  for (let i = 0; i < count; i++) if (field[i >> 3] & (0x80 >> (i & 7))) out.push(i);
+  return out;
+}
+
+class ProtocolError extends Error {}
+
+export class ViewerSwarm {
+  // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null, acceptPiece(i, bytes) -> Promise<bool>,
+  //         changed()}: acceptPiece verifies and keeps a piece; changed() is told when peers come or go.
+  constructor(gateway, cid, count, hooks) {
+    this.url = gateway.replace(/^http/, "ws") + `/api/v1/swarm/${cid}`;
+    this.count = count;
+    this.hooks = hooks;
+    this.picker = hooks.picker;
+    this.connections = new Map(); // peer id -> connection
+    this.dropped = new Set(); // peers that misbehaved: never again this session
+    this.myId = null;
+    this.iceServers = [];
+    this.socket = null;
+    this.lastMorePeers = 0;
+    this.closed = false;
+    this.counts = { peer: 0, http: 0 };
+    this.reported = { peer: -1, http: -1 };
+    this.haveDirty = false;
+    this.timer = null;
+  }
+
+  start() {
+    const socket = new WebSocket(this.url);
+    socket.binaryType = "arraybuffer";
+    this.socket = socket;
+    socket.onopen = () => this._signal({ t: "join", have: bitfield(this.picker.have) });
+    socket.onmessage = (event) => {
+      try {
+        this._fromHub(unpackMessage(event.data));
+      } catch (err) {
+        console.warn("medianode: bad message from the hub", err);
+      }
+    };
+    socket.onclose = () => {
+      this.socket = null;
+    };
+    this.timer = setInterval(() => this._tick(), 1000);
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.timer);
+    for (const id of [...this.connections.keys()]) this._close(id);
+    if (this.socket) this.socket.close();
+  }
+
+  openPeers() {
+    let n = 0;
+    for (const c of this.connections.values()) if (c.open) n++;
+    return n;
+  }
+
+  // A piece was verified here: tell the peers.
+  announce(index) {
+    for (const c of this.connections.values()) if (c.open) this._send(c, { t: "have", i: index });
+    this.haveDirty = true;
+  }
+
+  request(peerId, index) {
+    const c = this.connections.get(peerId);
+    if (!c || !c.open) return false;
+    c.incoming.set(index, { bytes: new Uint8Array(this.hooks.pieceSize(index)), got: 0 });
+    this._send(c, { t: "request", i: index });
+    return true;
+  }
+
+  cancel(peerId, index) {
+    const c = this.connections.get(peerId);
+    if (!c) return;
+    c.incoming.delete(index);
+    if (c.open) this._send(c, { t: "cancel", i: index });
+  }
+
+  // ------------------------------------------------------------ signaling
+
+  _signal(message) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(packMessage(message));
+  }
+
+  _tick() {
+    if (this.reported.peer !== this.counts.peer || this.reported.http !== this.counts.http) {
+      this._signal({ t: "stats", peer: this.counts.peer, http: this.counts.http });
+      this.reported = { ...this.counts };
+    }
+    if (this.haveDirty) {
+      this._signal({ t: "have", have: bitfield(this.picker.have) });
+      this.haveDirty = false;
+    }
+    const now = Date.now();
+    if (this.myId && this.openPeers() < WANTED_CONNECTIONS && now - this.lastMorePeers > MORE_PEERS_EVERY) {
+      this.lastMorePeers = now;
+      this._signal({ t: "peers" });
+    }
+  }
+
+  _fromHub(message) {
+    if (message.t === "welcome") {
+      this.myId = message.id;
+      this.iceServers = (message.ice || []).map((url) => ({ urls: url }));
+      this.lastMorePeers = Date.now();
+      this._introduced(message.peers);
+    } else if (message.t === "peers") {
+      this._introduced(message.peers);
+    } else if (message.t === "signal") {
+      this._fromPeerSignal(message.from, message.data).catch((err) => {
+        console.warn("medianode: signaling with", message.from, "failed", err);
+        this._close(message.from);
+      });
+    } else if (message.t === "error") {
+      console.warn("medianode: hub refused:", message.reason);
+    }
+  }
+
+  _introduced(peers) {
+    for (const { id, have } of peers || []) {
+      if (id === this.myId || this.connections.has(id) || this.dropped.has(id)) continue;
+      if (this.connections.size >= MAX_CONNECTIONS) break;
+      const c = this._connection(id, true);
+      try {
+        this.picker.peerHas(id, indicesIn(have, this.count));
+      } catch {
+        // a bad bitfield from the hub only costs us the hint
+      }
+      this._offer(c).catch(() => this._close(id));
+    }
+  }
+
+  async _offer(c) {
+    const offer = await c.pc.createOffer();
+    await c.pc.setLocalDescription(offer);
+    this._signal({ t: "signal", to: c.id, data: { type: offer.type, sdp: offer.sdp } });
+  }
+
+  async _fromPeerSignal(from, data) {
+    if (this.dropped.has(from) || this.closed) return;
+    let c = this.connections.get(from);
+    if (data.type === "offer") {
+      if (c && c.initiator) {
+        // Both offered at once: the lower id keeps its offer, the other answers.
+        if (this.myId < from) return;
+        this._close(from, false);
+        c = null;
+      }
+      if (!c) {
+        if (this.connections.size >= MAX_CONNECTIONS) return;
+        c = this._connection(from, false);
+      }
+      await c.pc.setRemoteDescription({ type: "offer", sdp: String(data.sdp) });
+      await this._flushCandidates(c);
+      const answer = await c.pc.createAnswer();
+      await c.pc.setLocalDescription(answer);
+      this._signal({ t: "signal", to: from, data: { type: answer.type, sdp: answer.sdp } });
+    } else if (data.type === "answer" && c && c.initiator) {
+      await c.pc.setRemoteDescription({ type: "answer", sdp: String(data.sdp) });
+      await this._flushCandidates(c);
+    } else if (typeof data.candidate === "string" && c) {
+      const candidate = { candidate: data.candidate, sdpMid: data.sdpMid ?? null, sdpMLineIndex: data.sdpMLineIndex ?? null };
+      if (c.pc.remoteDescription) await c.pc.addIceCandidate(candidate);
+      else if (c.pendingCandidates.length < 64) c.pendingCandidates.push(candidate);
+    }
+  }
+
+  async _flushCandidates(c) {
+    for (const candidate of c.pendingCandidates.splice(0)) await c.pc.addIceCandidate(candidate);
+  }
+
+  // ------------------------------------------------------------ connections
+
+  _connection(id, initiator) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const c = { id, pc, dc: null, initiator, open: false, incoming: new Map(), queue: [], sending: null,
+                pendingCandidates: [] }; // prettier-ignore
+    this.connections.set(id, c);
+    this.picker.addPeer(id);
+    pc.onicecandidate = (event) => {
+      if (event.candidate && event.candidate.candidate) {
+        const { candidate, sdpMid, sdpMLineIndex } = event.candidate;
+        this._signal({ t: "signal", to: id, data: { candidate, sdpMid, sdpMLineIndex } });
+      }
+    };
+    pc.onconnectionstatechange = () => {
+      if (["failed", "closed"].includes(pc.connectionState)) this._close(id);
+    };
+    if (initiator) this._channel(c, pc.createDataChannel("pieces", { ordered: true }));
+    else pc.ondatachannel = (event) => event.channel.label === "pieces" && this._channel(c, event.channel);
+    c.timeout = setTimeout(() => {
+      if (!c.open) this._close(id);
+    }, CONNECT_TIMEOUT);
+    return c;
+  }
+
+  _channel(c, dc) {
+    c.dc = dc;
+    dc.binaryType = "arraybuffer";
+    dc.bufferedAmountLowThreshold = LOW_WATER;
+    dc.onopen = () => {
+      c.open = true;
+      clearTimeout(c.timeout);
+      this._send(c, { t: "have", have: bitfield(this.picker.have) });
+      this.picker.peerReady(c.id);
+      this.hooks.changed();
+    };
+    dc.onclose = () => this._close(c.id);
+    dc.onbufferedamountlow = () => this._pump(c);
+    dc.onmessage = (event) => {
+      try {
+        this._fromPeer(c, unpackMessage(event.data));
+      } catch (err) {
+        this.drop(c.id, `malformed message: ${err.message}`);
+      }
+    };
+  }
+
+  _send(c, message) {
+    try {
+      c.dc.send(packMessage(message));
+    } catch {
+      this._close(c.id);
+    }
+  }
+
+  // A peer broke the protocol or sent bad bytes: never again this session.
+  drop(id, reason) {
+    console.warn("medianode: dropping peer", id, reason);
+    this.dropped.add(id);
+    this._close(id);
+  }
+
+  _close(id, notify = true) {
+    const c = this.connections.get(id);
+    if (!c) return;
+    this.connections.delete(id);
+    clearTimeout(c.timeout);
+    c.open = false;
+    try {
+      c.pc.close();
+    } catch {
+      // already closed
+    }
+    this.picker.removePeer(id);
+    if (notify) this.hooks.changed();
+  }
+
+  _fromPeer(c, message) {
+    const index = message.i;
+    const checkIndex = () => {
+      if (!Number.isInteger(index) || index < 0 || index >= this.count) throw new ProtocolError(`piece ${index}`);
+    };
+    switch (message.t) {
+      case "have":
+        if (message.have !== undefined) this.picker.peerHas(c.id, indicesIn(message.have, this.count));
+        else {
+          checkIndex();
+          this.picker.peerHas(c.id, [index]);
+        }
+        this.hooks.changed();
+        return;
+      case "request":
+        checkIndex();
+        if (c.queue.length >= MAX_OUTSTANDING || !this.hooks.getPiece(index)) this._send(c, { t: "reject", i: index });
+        else {
+          c.queue.push(index);
+          this._pump(c);
+        }
+        return;
+      case "cancel":
+        checkIndex();
+        c.queue = c.queue.filter((i) => i !== index);
+        if (c.sending && c.sending.index === index) c.sending = null;
+        return;
+      case "reject":
+        checkIndex();
+        if (c.incoming.delete(index)) {
+          const peer = this.picker.peers.get(c.id);
+          if (peer) peer.has[index] = 0;
+          this.picker.failed(index);
+        }
+        return;
+      case "piece":
+        checkIndex();
+        this._chunk(c, index, message.o, message.d);
+        return;
+      default:
+        throw new ProtocolError(`unknown message ${message.t}`);
+    }
+  }
+
+  _chunk(c, index, offset, data) {
+    const piece = c.incoming.get(index);
+    if (!piece || !(data instanceof Uint8Array) || !this.picker.progress(c.id, index, Date.now())) {
+      this.drop(c.id, `piece ${index} was not asked for`);
+      return;
+    }
+    if (offset !== piece.got || piece.got + data.length > piece.bytes.length || !data.length) {
+      this.drop(c.id, `piece ${index} chunk at ${offset} out of order or too long`);
+      return;
+    }
+    piece.bytes.set(data, offset);
+    piece.got += data.length;
+    if (piece.got < piece.bytes.length) return;
+    c.incoming.delete(index);
+    this.hooks.acceptPiece(index, piece.bytes, c.id).then((ok) => {
+      if (!ok) this.drop(c.id, `piece ${index} does not match its CID`);
+    });
+  }
+
+  // Send queued pieces while the channel's buffer has room.
+  _pump(c) {
+    while (c.open && c.dc.bufferedAmount < HIGH_WATER) {
+      if (!c.sending) {
+        const index = c.queue.shift();
+        if (index === undefined) return;
+        const bytes = this.hooks.getPiece(index);
+        if (!bytes) {
+          this._send(c, { t: "reject", i: index });
+          continue;
+        }
+        c.sending = { index, bytes, offset: 0 };
+      }
+      const s = c.sending;
+      const end = Math.min(s.offset + CHUNK, s.bytes.length);
+      this._send(c, { t: "piece", i: s.index, o: s.offset, d: s.bytes.subarray(s.offset, end) });
+      s.offset = end;
+      if (s.offset >= s.bytes.length) c.sending = null;
+    }
+  }
+}

@@ -1,0 +1,253 @@
+// One clip being watched (or prefetched): its verified pieces, where they
+// come from (peers first, HTTP when playback needs them), and the answers to
+// the Service Worker that feeds the <video> element's Range requests.
+
+import { blockMatches } from "./codec.js";
+import { ClipError, fetchBlock, loadClip, pieceAt, pieceData } from "./clip.js";
+import { ViewerSwarm } from "./peers.js";
+import { Picker } from "./picker.js";
+
+const HORIZON = 2.0; // seconds of playback ahead that HTTP makes sure of when peers cannot
+const PLAN_EVERY = 100; // ms
+const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
+const HAVE_FUTURE_DATA = 3;
+
+export class Clip {
+  constructor({ gateway, cid, p2p }) {
+    this.gateway = gateway;
+    this.cid = cid;
+    this.p2p = p2p;
+    this.video = null;
+    this.blocks = new Map(); // index -> verified block bytes
+    this.cachedBytes = 0;
+    this.evicted = new Set();
+    this.waiters = new Map(); // index -> [resolve]
+    this.demanded = new Set();
+    this.stalled = true;
+    this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0 };
+    this.swarm = null;
+    this.closed = false;
+    this.abort = new AbortController();
+  }
+
+  async open() {
+    const [clip, type] = await Promise.all([
+      loadClip(this.gateway, this.cid, this.abort.signal),
+      fetch(`${this.gateway}/ipfs/${this.cid}`, { method: "HEAD", signal: this.abort.signal }).then(
+        (r) => r.headers.get("Content-Type") || "application/octet-stream",
+      ),
+    ]);
+    this.size = clip.size;
+    this.type = type;
+    this.pieces = clip.pieces;
+    this.picker = new Picker(this.pieces.length);
+    for (const [index, block] of clip.fetched) this._keep(index, block, "http");
+    if (this.p2p) {
+      this.swarm = new ViewerSwarm(this.gateway, this.cid, this.pieces.length, {
+        picker: this.picker,
+        pieceSize: (i) => this.pieces[i].blockSize,
+        getPiece: (i) => this.blocks.get(i) || null,
+        acceptPiece: (i, bytes) => this._fromPeer(i, bytes),
+        changed: () => this._plan(),
+      });
+      this.swarm.start();
+    }
+    this.planner = setInterval(() => this._plan(), PLAN_EVERY);
+    return this;
+  }
+
+  attach(video) {
+    this.video = video;
+    const stalled = () => {
+      this.stalled = true;
+      this._plan();
+    };
+    video.addEventListener("waiting", stalled);
+    video.addEventListener("seeking", stalled);
+    video.addEventListener("playing", () => (this.stalled = false));
+    video.addEventListener("canplay", () => (this.stalled = video.readyState < HAVE_FUTURE_DATA));
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.planner);
+    this.abort.abort();
+    if (this.swarm) this.swarm.close();
+    this.blocks.clear();
+  }
+
+  setP2P(on) {
+    if (on === this.p2p || this.closed) return;
+    this.p2p = on;
+    if (!on && this.swarm) {
+      this.swarm.close();
+      this.swarm = null;
+    }
+  }
+
+  peers() {
+    return this.swarm ? this.swarm.openPeers() : 0;
+  }
+
+  verifiedPieces() {
+    return this.blocks.size + this.evicted.size;
+  }
+
+  // The file bytes from `offset` to the end of its piece, once verified.
+  async read(offset) {
+    if (offset >= this.size) return new Uint8Array(0);
+    const piece = pieceAt(this.pieces, offset);
+    let block = this.blocks.get(piece.index);
+    if (!block) {
+      if (this.evicted.delete(piece.index)) this.picker.have[piece.index] = 0;
+      this.demanded.add(piece.index);
+      const arrived = new Promise((resolve) => {
+        const list = this.waiters.get(piece.index) || [];
+        list.push(resolve);
+        this.waiters.set(piece.index, list);
+      });
+      this._plan();
+      block = await arrived;
+      this.demanded.delete(piece.index);
+    }
+    const data = pieceData(piece, block);
+    return data.subarray(offset - piece.offset);
+  }
+
+  // ------------------------------------------------------------ fetching
+
+  _view() {
+    const video = this.video;
+    let playIndex = 0;
+    let urgentBefore = 0;
+    let lowestDemanded = Infinity;
+    for (const i of this.demanded) lowestDemanded = Math.min(lowestDemanded, i);
+    if (video && Number.isFinite(video.duration) && video.duration > 0) {
+      const rate = this.size / video.duration;
+      playIndex = pieceAt(this.pieces, Math.min(this.size - 1, video.currentTime * rate)).index;
+      const horizon = Math.min(this.size - 1, (video.currentTime + HORIZON) * rate);
+      urgentBefore = pieceAt(this.pieces, horizon).index + 1;
+    } else if (video && lowestDemanded !== Infinity) {
+      playIndex = lowestDemanded;
+    }
+    const stalledOn = video && (this.stalled || video.readyState < HAVE_FUTURE_DATA) ? this.demanded : new Set();
+    return { playIndex, urgentBefore, stalledOn };
+  }
+
+  _plan() {
+    if (this.closed || !this.picker) return;
+    for (const action of this.picker.plan(Date.now(), this._view())) {
+      if (action.kind === "request") {
+        if (!this.swarm || !this.swarm.request(action.peer, action.index)) this.picker.failed(action.index);
+      } else if (action.kind === "cancel") {
+        if (this.swarm) this.swarm.cancel(action.peer, action.index);
+      } else if (action.kind === "http") {
+        this._fromHttp(action.index);
+      }
+    }
+  }
+
+  async _fromHttp(index) {
+    const piece = this.pieces[index];
+    try {
+      const block = await fetchBlock(this.gateway, piece.cid, this.abort.signal);
+      if (this.blocks.has(index)) {
+        this.picker.failed(index);
+        return;
+      }
+      this._keep(index, block, "http");
+    } catch (err) {
+      this.picker.failed(index);
+      if (!this.closed && !(err instanceof ClipError)) setTimeout(() => this._plan(), 500);
+      else if (!this.closed) console.warn("medianode:", err.message);
+    }
+  }
+
+  async _fromPeer(index, block) {
+    const piece = this.pieces[index];
+    if (!(await blockMatches(piece.cid, block))) {
+      this.stats.badPieces++;
+      this.picker.failed(index);
+      this._plan();
+      return false;
+    }
+    if (!this.blocks.has(index)) this._keep(index, block, "peer");
+    else this.picker.failed(index);
+    return true;
+  }
+
+  _keep(index, block, source) {
+    this.blocks.set(index, block);
+    this.cachedBytes += block.length;
+    this.picker.received(index);
+    if (source === "peer") this.stats.bytesFromPeers += block.length;
+    else this.stats.bytesFromHttp += block.length;
+    if (this.swarm) {
+      this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
+      this.swarm.announce(index);
+    }
+    for (const resolve of this.waiters.get(index) || []) resolve(block);
+    this.waiters.delete(index);
+    this._evict();
+    this._plan();
+  }
+
+  // Drop the pieces furthest behind playback once the cache is full; they are
+  // fetched again if the viewer seeks back, and rejected if a peer asks.
+  _evict() {
+    if (this.cachedBytes <= CACHE_BYTES) return;
+    const play = this._view().playIndex;
+    const behind = [...this.blocks.keys()].filter((i) => i < play).sort((a, b) => a - b);
+    while (this.cachedBytes > CACHE_BYTES && behind.length) {
+      const index = behind.shift();
+      this.cachedBytes -= this.blocks.get(index).length;
+      this.blocks.delete(index);
+      this.evicted.add(index);
+    }
+  }
+}
+
+// Answers the Service Worker's questions for the clips this page has open.
+export function serveWorker(clips) {
+  navigator.serviceWorker.addEventListener("message", async (event) => {
+    const port = event.ports[0];
+    const { op, cid, offset } = event.data || {};
+    const clip = clips.get(cid);
+    if (!port) return;
+    if (!clip || !clip.pieces) {
+      port.postMessage({ missing: true });
+      return;
+    }
+    if (op === "meta") port.postMessage({ size: clip.size, type: clip.type });
+    else if (op === "read") {
+      try {
+        port.postMessage({ bytes: await clip.read(offset) });
+      } catch (err) {
+        port.postMessage({ error: String(err) });
+      }
+    }
+  });
+}
+
+// Resolves true once a Service Worker controls this page (false where there is none: no P2P then).
+export async function controlledByWorker() {
+  if (!("serviceWorker" in navigator) || !window.isSecureContext) return false;
+  try {
+    await navigator.serviceWorker.register("/watch/sw.js", { scope: "/watch/" });
+    await navigator.serviceWorker.ready;
+    if (navigator.serviceWorker.controller) return true;
+    return await new Promise((resolve) => {
+      navigator.serviceWorker.addEventListener("controllerchange", () => resolve(true), { once: true });
+      setTimeout(() => resolve(!!navigator.serviceWorker.controller), 3000);
+    });
+  } catch (err) {
+    console.warn("medianode: no Service Worker:", err);
+    return false;
+  }
+}
+
+export function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -1,0 +1,297 @@
+"""The viewer swarm: people watching one clip trade its pieces over WebRTC.
+
+Participants
+    The *hub*: the node's gateway, at the WebSocket ``/api/v1/swarm/{cid}``.
+    It introduces viewers of the same CID to each other, relays their SDP
+    offers/answers and ICE candidates, and counts the bytes they report. It
+    never carries piece data.
+    *Viewers*: browser pages (``/watch/{cid}``, ``/feed``, embeds), the CLI
+    viewer ``medianode watch``, and nodes that join as WebRTC seeders for
+    content they store. All speak the same two message sets below.
+
+Goals
+    Take bandwidth off the gateway: a viewer gets pieces from other viewers
+    first and over HTTP only when no peer has them in time. Nobody, the hub
+    included, can make a viewer accept a wrong byte: a viewer learns the leaf
+    CIDs by fetching the root and internal dag-pb blocks as ``?format=raw``
+    and checking each against the CID that links to it, and checks every
+    piece against its leaf CID (SHA-256) before using or passing it on.
+    Every resource is bounded: viewers per swarm and per IP, message sizes,
+    relays per second, outstanding requests per peer.
+
+Non-goals
+    TURN relaying (STUN only), hiding viewers' addresses from each other (a
+    viewer who minds turns P2P off with ``?p2p=0``), live streams,
+    directories, and swarms for content the node does not serve.
+
+Pieces
+    A clip's pieces are its UnixFS leaves in file order, numbered from 0; a
+    piece's bytes are the leaf *block* (a raw leaf is the file's bytes; a
+    dag-pb leaf carries them in its UnixFS Data). A single-block file is one
+    piece. A *bitfield* is ``ceil(n / 8)`` bytes, piece ``i`` being bit
+    ``7 - i % 8`` of byte ``i // 8`` (BitTorrent's order). Clips with a leaf
+    larger than ``MAX_PIECE`` get no swarm.
+
+Signaling (WebSocket binary messages, each a msgpack map with a ``t`` key, at
+most ``MAX_SIGNAL`` bytes)
+    viewer -> hub
+        ``{t: "join", have: bitfield}``: first message, exactly once.
+        ``{t: "have", have: bitfield}``: what the viewer holds now (the hub
+        introduces newcomers to viewers that hold the most).
+        ``{t: "signal", to: id, data: map}``: relay ``data`` (an SDP
+        ``{type, sdp}`` or an ICE ``{candidate, sdpMid, sdpMLineIndex}``)
+        to viewer ``to`` of the same swarm.
+        ``{t: "peers"}``: ask for a fresh introduction list (peers left).
+        ``{t: "stats", peer: int, http: int}``: bytes of this clip received so
+        far over data channels and over HTTP (cumulative; the hub adds the
+        increase, bounded by the clip's size per viewer).
+    hub -> viewer
+        ``{t: "welcome", id: id, peers: [{id, have}], ice: [url]}``: answer to
+        ``join``: the viewer's own id, at most ``INTRODUCTIONS`` viewers
+        to offer a connection to, and the STUN servers to use.
+        ``{t: "peers", peers: [{id, have}]}``: answer to ``peers``.
+        ``{t: "signal", from: id, data: map}``: relayed from viewer ``from``.
+        ``{t: "error", reason: str}``: sent before the hub closes the socket.
+    The newcomer sends offers; the introduced viewers answer. A viewer keeps
+    at most ``MAX_PEER_CONNECTIONS`` connections and ignores offers past that.
+
+Data channel (label ``pieces``, ordered and reliable; binary messages, each a
+msgpack map with a ``t`` key, at most ``MAX_DATA_MESSAGE`` bytes)
+    ``{t: "have", have: bitfield}``: sent first by both sides.
+    ``{t: "have", i: index}``: a piece newly verified.
+    ``{t: "request", i: index}``: ask for a piece the other side announced;
+    at most ``MAX_OUTSTANDING`` outstanding per connection.
+    ``{t: "piece", i: index, o: offset, d: bytes}``: a piece in order, in
+    messages of at most ``PIECE_CHUNK`` bytes of ``d``; the piece is complete
+    when ``o + len(d)`` reaches its size (known from the DAG).
+    ``{t: "reject", i: index}``: will not send it (not held, or busy).
+    ``{t: "cancel", i: index}``: no longer wanted; the sender stops.
+
+Failure handling
+    Hub: a malformed, oversized or out-of-order message closes that socket
+    with an ``error``; a swarm or IP over its limit is refused at ``join``;
+    relays past the rate limit are dropped. The server itself never stops
+    for a viewer's fault.
+    Viewers: a piece whose bytes do not hash to its leaf CID, a piece or
+    chunk not requested, or a malformed message gets the sender dropped
+    (connection closed, never reopened in this session). A request with no
+    progress for ``REQUEST_TIMEOUT`` seconds is cancelled and asked of
+    another peer or over HTTP. HTTP (``/ipfs/{leaf}?format=raw``, also
+    verified) is the fallback for everything, so playback never depends on
+    peers.
+
+This module holds the constants and the codecs (msgpack <-> checked
+dataclasses) shared by the hub and the Python viewer; it does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+MAX_SIGNAL = 16 * 1024
+MAX_DATA_MESSAGE = 16 * 1024
+PIECE_CHUNK = 16 * 1024 - 64  # room for the map around ``d``
+MAX_PIECE = 2 * 1024 * 1024
+MAX_PIECES = 1 << 20  # bitfields up to 128 KiB would not fit a signal message anyway
+INTRODUCTIONS = 8
+MAX_PEER_CONNECTIONS = 12
+MAX_OUTSTANDING = 4
+REQUEST_TIMEOUT = 4.0
+DATA_CHANNEL_LABEL = "pieces"
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; the one who sent it gets dropped."""
+
+
+# ---------------------------------------------------------------- bitfields
+
+
+def bitfield_bytes(count: int) -> int:
+    return (count + 7) // 8
+
+
+def bitfield(held: set[int] | list[int], count: int) -> bytes:
+    out = bytearray(bitfield_bytes(count))
+    for i in held:
+        out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def pieces_in(field: bytes, count: int) -> set[int]:
+    """The piece numbers set in ``field``; a field of the wrong length is a protocol error."""
+    if len(field) != bitfield_bytes(count):
+        raise ProtocolError(f"bitfield is {len(field)} bytes, {bitfield_bytes(count)} expected for {count} pieces")
+    return {i for i in range(count) if field[i >> 3] & (0x80 >> (i & 7))}
+
+
+# ---------------------------------------------------------------- codec helpers
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes, limit: int) -> dict[str, Any]:
+    if len(data) > limit:
+        raise ProtocolError(f"message of {len(data)} bytes, at most {limit} allowed")
+    try:
+        message = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=limit, max_str_len=limit)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(f"not msgpack: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ProtocolError("a message is a map with a string 't'")
+    return message
+
+
+def _field(message: dict[str, Any], name: str, kind: type) -> Any:
+    value = message.get(name)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{message['t']!r} needs {name!r} as {kind.__name__}")
+    return value
+
+
+def _index(message: dict[str, Any], count: int) -> int:
+    index: int = _field(message, "i", int)
+    if not 0 <= index < count:
+        raise ProtocolError(f"piece {index} out of range 0..{count - 1}")
+    return index
+
+
+# ---------------------------------------------------------------- signaling
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    have: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    have: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    to: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AskPeers:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    peer: int
+    http: int
+
+
+SignalFromViewer = Join | Have | Relay | AskPeers | Stats
+
+
+def decode_signal(data: bytes) -> SignalFromViewer:
+    """A viewer's message to the hub, checked."""
+    message = _unpack(data, MAX_SIGNAL)
+    kind = message["t"]
+    if kind == "join":
+        return Join(_field(message, "have", bytes))
+    if kind == "have":
+        return Have(_field(message, "have", bytes))
+    if kind == "signal":
+        to: str = _field(message, "to", str)
+        payload: dict[str, Any] = _field(message, "data", dict)
+        if not all(isinstance(k, str) for k in payload):
+            raise ProtocolError("'data' keys are strings")
+        return Relay(to, payload)
+    if kind == "peers":
+        return AskPeers()
+    if kind == "stats":
+        peer: int = _field(message, "peer", int)
+        http: int = _field(message, "http", int)
+        if peer < 0 or http < 0:
+            raise ProtocolError("byte counts are not negative")
+        return Stats(peer, http)
+    raise ProtocolError(f"unknown signaling message {kind!r}")
+
+
+# ---------------------------------------------------------------- data channel
+
+
+@dataclass(frozen=True, slots=True)
+class HaveAll:
+    pieces: set[int]
+
+
+@dataclass(frozen=True, slots=True)
+class HaveOne:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class PieceChunk:
+    index: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    index: int
+
+
+PeerMessage = HaveAll | HaveOne | Request | PieceChunk | Reject | Cancel
+
+
+def decode_peer_message(data: bytes, count: int) -> PeerMessage:
+    """A data-channel message from a peer of a clip with ``count`` pieces, checked."""
+    message = _unpack(data, MAX_DATA_MESSAGE)
+    kind = message["t"]
+    if kind == "have":
+        if "have" in message:
+            return HaveAll(pieces_in(_field(message, "have", bytes), count))
+        return HaveOne(_index(message, count))
+    if kind == "request":
+        return Request(_index(message, count))
+    if kind == "piece":
+        offset: int = _field(message, "o", int)
+        chunk: bytes = _field(message, "d", bytes)
+        if offset < 0 or offset + len(chunk) > MAX_PIECE or len(chunk) > PIECE_CHUNK or not chunk:
+            raise ProtocolError(f"piece chunk at {offset} of {len(chunk)} bytes is out of bounds")
+        return PieceChunk(_index(message, count), offset, chunk)
+    if kind == "reject":
+        return Reject(_index(message, count))
+    if kind == "cancel":
+        return Cancel(_index(message, count))
+    raise ProtocolError(f"unknown data-channel message {kind!r}")
+
+
+def encode_peer_message(message: PeerMessage, count: int) -> bytes:
+    match message:
+        case HaveAll(pieces):
+            return pack({"t": "have", "have": bitfield(pieces, count)})
+        case HaveOne(index):
+            return pack({"t": "have", "i": index})
+        case Request(index):
+            return pack({"t": "request", "i": index})
+        case PieceChunk(index, offset, chunk):
+            return pack({"t": "piece", "i": index, "o": offset, "d": chunk})
+        case Reject(index):
+            return pack({"t": "reject", "i": index})
+        case Cancel(index):
+            return pack({"t": "cancel", "i": index})
+    raise TypeError(message)
