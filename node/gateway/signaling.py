@@ -78,16 +78,16 @@ class SignalingEndpoint:
         await websocket.accept()
         viewer_id: str | None = None
         try:
-            try:
-                cid = CID.parse(websocket.path_params["cid"])
-            except CIDError as exc:
-                raise Refused(f"malformed CID: {exc}") from None
             with trio.move_on_after(JOIN_TIMEOUT) as waited:
                 first = decode_signal(await self._receive(websocket))
             if waited.cancelled_caught:
                 raise ProtocolError(f"no 'join' within {JOIN_TIMEOUT:.0f} s")
             if not isinstance(first, Join):
                 raise ProtocolError("the first message is 'join'")
+            try:
+                cid = CID.parse(websocket.path_params["cid"])
+            except CIDError as exc:
+                raise Refused(f"malformed CID: {exc}") from None
             pieces, size = await anyio.to_thread.run_sync(self._pieces, cid)
             ip = websocket.client.host if websocket.client else "?"
             viewer_id, outgoing = self.hub.join(cid, ip, first, pieces, size, trio.current_time())

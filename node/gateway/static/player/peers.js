@@ -93,6 +93,7 @@ export class ViewerSwarm {
     const c = this.connections.get(peerId);
     if (!c || !c.open) return false;
     c.incoming.set(index, { bytes: new Uint8Array(this.hooks.pieceSize(index)), got: 0 });
+    c.cancelled.delete(index);
     this._send(c, { t: "request", i: index });
     return true;
   }
@@ -101,6 +102,7 @@ export class ViewerSwarm {
     const c = this.connections.get(peerId);
     if (!c) return;
     c.incoming.delete(index);
+    c.cancelled.add(index); // chunks already on the way are not the peer's fault
     if (c.open) this._send(c, { t: "cancel", i: index });
   }
 
@@ -201,8 +203,8 @@ export class ViewerSwarm {
 
   _connection(id, initiator) {
     const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-    const c = { id, pc, dc: null, initiator, open: false, incoming: new Map(), queue: [], sending: null,
-                pendingCandidates: [] }; // prettier-ignore
+    const c = { id, pc, dc: null, initiator, open: false, incoming: new Map(), cancelled: new Set(), queue: [],
+                sending: null, pendingCandidates: [] }; // prettier-ignore
     this.connections.set(id, c);
     this.picker.addPeer(id);
     pc.onicecandidate = (event) => {
@@ -275,6 +277,7 @@ export class ViewerSwarm {
   }
 
   _fromPeer(c, message) {
+    if (this.connections.get(c.id) !== c) return; // closed: what was still queued does not count
     const index = message.i;
     const checkIndex = () => {
       if (!Number.isInteger(index) || index < 0 || index >= this.count) throw new ProtocolError(`piece ${index}`);
@@ -319,6 +322,7 @@ export class ViewerSwarm {
   }
 
   _chunk(c, index, offset, data) {
+    if (c.cancelled.has(index)) return;
     const piece = c.incoming.get(index);
     if (!piece || !(data instanceof Uint8Array) || !this.picker.progress(c.id, index, Date.now())) {
       this.drop(c.id, `piece ${index} was not asked for`);

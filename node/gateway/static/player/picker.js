@@ -97,8 +97,9 @@ export class Picker {
       const urgent = index < view.urgentBefore || view.stalledOn.has(index);
       if (urgent && !this.urgentSince.has(index)) this.urgentSince.set(index, now);
       const flight = this.inflight.get(index);
-      const waited = urgent ? now - this.urgentSince.get(index) : 0;
-      const impatient = view.stalledOn.has(index) || waited > PEER_PATIENCE;
+      // Patience counts from when the piece became urgent or was asked for, whichever is later.
+      const waitingSince = Math.max(this.urgentSince.get(index) ?? now, flight ? flight.since : 0);
+      const impatient = view.stalledOn.has(index) || (urgent && now - waitingSince > PEER_PATIENCE);
       if (flight) {
         if (flight.source === "peer" && urgent && impatient && this.httpActive < HTTP_PARALLEL) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "too slow for playback" });

@@ -1,0 +1,189 @@
+"""The watch page, the feed and the embed in real headless Chromium, with viewers trading pieces over WebRTC.
+
+Every page talks to a real ``medianode serve`` on 127.0.0.1; peer connections
+are real WebRTC data channels between the browser's pages on loopback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Node, Served, free_port
+from node.demo import make_demo_clip
+from test_browser import CHROMIUM, CHROMIUM_ARGS
+
+# Chromium hides local addresses behind mDNS names and skips loopback unless told.
+WEBRTC_ARGS = [*CHROMIUM_ARGS, "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection"]
+STATE = """() => {
+  const s = window.medianodeWatch, v = document.getElementById('video'), c = s && s.clip;
+  return {mode: s && s.mode, error: s && s.error, t: v.currentTime, ended: v.ended, mediaError: v.error && v.error.code,
+          peer: c ? c.stats.bytesFromPeers : 0, http: c ? c.stats.bytesFromHttp : 0, bad: c ? c.stats.badPieces : 0,
+          peers: c ? c.peers() : 0, verified: c ? c.verifiedPieces() : 0, pieces: c && c.pieces ? c.pieces.length : 0};
+}"""
+SHA256_OF_PIECES = """async () => {
+  const c = window.medianodeWatch.clip, all = new Uint8Array(c.size);
+  for (let offset = 0; offset < c.size; ) { const b = await c.read(offset); all.set(b, offset); offset += b.length; }
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+  return [...digest].map(x => x.toString(16).padStart(2, '0')).join('');
+}"""
+COUNT_PEER_CONNECTIONS = """
+  window.peerConnectionsMade = 0;
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) { window.peerConnectionsMade++; return new Original(...args); };
+"""
+
+
+@pytest.fixture(scope="module")
+def browser():  # type: ignore[no-untyped-def]
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, list[str], list[Path]]]:
+    """A node with two pinned clips: 6 s at 6 Mbit/s (about 4.6 MB, 18 pieces) and 4 s at 4 Mbit/s."""
+    base = tmp_path_factory.mktemp("watch")
+    files = [make_demo_clip(base / "first.mp4", 6, 6000), make_demo_clip(base / "second.mp4", 4, 4000)]
+    node = Node(base / "node")
+    cids = [node.ok("add", str(f), "--json").json["cid"] for f in files]
+    served = Served(base / "node", args=("--no-dht",))
+    yield served, cids, files
+    served.stop()
+
+
+def open_viewer(browser, url: str, init_script: str | None = None):  # type: ignore[no-untyped-def]
+    """A page in its own browser context (its own Service Worker and cache), as a separate viewer is."""
+    context = browser.new_context()
+    if init_script:
+        context.add_init_script(init_script)
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(url)
+    return page
+
+
+def wait_for(page, condition: str, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def, type-arg]
+    deadline = time.monotonic() + timeout
+    while True:
+        state = page.evaluate(STATE)
+        assert state["error"] is None and state["mediaError"] is None, state
+        if page.evaluate(f"(s) => {condition}", state):
+            return state  # type: ignore[no-any-return]
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}: {state}"
+        time.sleep(0.25)
+
+
+def test_staggered_viewers_play_to_the_end_verified_and_later_ones_take_pieces_from_earlier_ones(
+    browser,
+    clips,  # type: ignore[no-untyped-def]
+) -> None:
+    served, cids, files = clips
+    cid = cids[0]
+    pages = []
+    for _ in range(3):
+        pages.append(open_viewer(browser, f"{served.url}/watch/{cid}"))
+        time.sleep(1.0)
+    # The last viewer seeks ahead while playing; playback goes on from there.
+    wait_for(pages[2], "s.t > 0.5")
+    pages[2].evaluate("document.getElementById('video').currentTime = 4.0")
+    wait_for(pages[2], "s.t > 4.3")
+    ended = [wait_for(page, "s.ended", timeout=40) for page in pages]
+    digest = hashlib.sha256(files[0].read_bytes()).hexdigest()
+    for page, state in zip(pages, ended, strict=True):
+        assert state["mode"] == "verified" and state["bad"] == 0 and page.errors == []
+        assert state["verified"] == state["pieces"] == 18
+        assert page.evaluate(SHA256_OF_PIECES) == digest
+    for state in ended[1:]:
+        assert state["peer"] > 3 * state["http"], state  # later viewers got most bytes from peers
+    time.sleep(1.5)  # the viewers' last byte counts reach the hub once a second
+    stats = httpx.get(f"{served.url}/api/v1/swarm/{cid}/stats").json()
+    assert stats["viewers"] == 3 and stats["viewers_seen"] >= 3
+    assert stats["bytes_from_peers"] > stats["bytes_from_http"], stats
+    for page in pages:
+        page.context.close()
+
+
+def test_with_p2p_off_no_peer_connection_is_made(browser, clips) -> None:  # type: ignore[no-untyped-def]
+    served, cids, _ = clips
+    cid = cids[1]
+    sharing = open_viewer(browser, f"{served.url}/watch/{cid}", COUNT_PEER_CONNECTIONS)
+    wait_for(sharing, "s.t > 0.5")
+    private = open_viewer(browser, f"{served.url}/watch/{cid}?p2p=0", COUNT_PEER_CONNECTIONS)
+    state = wait_for(private, "s.t > 1.5")
+    assert state["peer"] == 0 and state["peers"] == 0 and state["verified"] > 0
+    assert private.evaluate("window.peerConnectionsMade") == 0
+    assert private.evaluate("document.getElementById('p2p').checked") is False
+    assert httpx.get(f"{served.url}/api/v1/swarm/{cid}/stats").json()["viewers"] == 1  # only the sharing page
+    for page in (sharing, private):
+        page.context.close()
+
+
+def test_feed_plays_the_newest_clip_and_prefetches_the_next_from_peers(browser, clips) -> None:  # type: ignore[no-untyped-def]
+    served, cids, _ = clips
+    newest, older = cids[1], cids[0]
+    # Someone is already watching the older clip: the feed can prefetch it from them.
+    watcher = open_viewer(browser, f"{served.url}/watch/{older}")
+    wait_for(watcher, "s.verified === s.pieces && s.pieces > 0")
+    feed = open_viewer(browser, f"{served.url}/feed")
+    assert feed.url.endswith("/watch/feed")
+    feed.wait_for_function(f"document.querySelector('video[data-cid=\"{newest}\"]')?.currentTime > 0.5", timeout=30_000)
+    feed.wait_for_function(
+        f"() => {{ const c = window.medianodeFeed.clips.get('{older}');"
+        " return c && c.pieces && c.verifiedPieces() === c.pieces.length; }",
+        timeout=30_000,
+    )
+    prefetched = feed.evaluate(f"window.medianodeFeed.clips.get('{older}').stats")
+    assert prefetched["bytesFromHttp"] == 0 and prefetched["bytesFromPeers"] > 0, prefetched
+    feed.evaluate("document.querySelectorAll('section')[1].scrollIntoView()")
+    feed.wait_for_function(f"document.querySelector('video[data-cid=\"{older}\"]').currentTime > 0.5", timeout=30_000)
+    assert feed.errors == []
+    for page in (watcher, feed):
+        page.context.close()
+
+
+def test_embed_snippet_plays_on_another_origin(browser, clips, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    served, cids, _ = clips
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "post.html").write_text(
+        f"<!doctype html><meta charset=utf-8><title>a post</title><p>A post with a clip:</p>"
+        f'<script src="{served.url}/watch/player/medianode-player.js"></script>'
+        f'<medianode-player cid="{cids[1]}" gateway="{served.url}"></medianode-player>'
+    )
+    port = free_port()
+    other_origin = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(site)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        page = browser.new_page()
+        for _ in range(50):
+            try:
+                page.goto(f"http://127.0.0.1:{port}/post.html")
+                break
+            except Exception:  # the static server is still starting
+                time.sleep(0.1)
+        page.wait_for_selector("medianode-player iframe")
+        frame = next(f for f in page.frames if "/watch/" in f.url)
+        assert "embed=1" in frame.url
+        frame.wait_for_function("document.getElementById('video').currentTime > 0.5", timeout=30_000)
+        assert frame.evaluate("window.medianodeWatch.mode") == "verified"
+        page.close()
+    finally:
+        other_origin.terminate()
+        other_origin.wait()
