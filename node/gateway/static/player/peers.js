@@ -50,6 +50,8 @@ export class ViewerSwarm {
     this.reported = { peer: -1, http: -1 };
     this.haveDirty = false;
     this.timer = null;
+    this.connecting = false;
+    this.held = []; // introductions waiting for connect()
   }
 
   start() {
@@ -122,7 +124,7 @@ export class ViewerSwarm {
       this.haveDirty = false;
     }
     const now = Date.now();
-    if (this.myId && this.openPeers() < WANTED_CONNECTIONS && now - this.lastMorePeers > MORE_PEERS_EVERY) {
+    if (this.connecting && this.openPeers() < WANTED_CONNECTIONS && now - this.lastMorePeers > MORE_PEERS_EVERY) {
       this.lastMorePeers = now;
       this._signal({ t: "peers" });
     }
@@ -146,17 +148,36 @@ export class ViewerSwarm {
     }
   }
 
+  // Offers go out once `connect()` was called: the page holds them back until
+  // its first frame is shown, so setting up connections does not slow that.
+  connect() {
+    this.connecting = true;
+    this._introduced(this.held.splice(0));
+  }
+
   _introduced(peers) {
+    if (!this.connecting) {
+      this.held.push(...(peers || []));
+      for (const { id, have } of peers || []) this._hint(id, have);
+      return;
+    }
     for (const { id, have } of peers || []) {
       if (id === this.myId || this.connections.has(id) || this.dropped.has(id)) continue;
       if (this.connections.size >= MAX_CONNECTIONS) break;
       const c = this._connection(id, true);
-      try {
-        this.picker.peerHas(id, indicesIn(have, this.count));
-      } catch {
-        // a bad bitfield from the hub only costs us the hint
-      }
+      this._hint(id, have);
       this._offer(c).catch(() => this._close(id));
+    }
+  }
+
+  // What the hub says a peer has: urgent pieces wait a little for it rather than go to HTTP.
+  _hint(id, have) {
+    if (id === this.myId || this.dropped.has(id)) return;
+    this.picker.addPeer(id);
+    try {
+      this.picker.peerHas(id, indicesIn(have, this.count));
+    } catch {
+      // a bad bitfield from the hub only costs us the hint
     }
   }
 

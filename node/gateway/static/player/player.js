@@ -11,6 +11,7 @@ const HORIZON = 2.0; // seconds of playback ahead that HTTP makes sure of when p
 const PLAN_EVERY = 100; // ms
 const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
 const HAVE_FUTURE_DATA = 3;
+const CONNECT_PEERS_AFTER = 1500; // ms, for clips with no first frame to wait for (prefetching)
 
 export class Clip {
   constructor({ gateway, cid, p2p }) {
@@ -24,7 +25,9 @@ export class Clip {
     this.waiters = new Map(); // index -> [resolve]
     this.demanded = new Set();
     this.stalled = true;
-    this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0 };
+    // Times are performance.now() (ms since the page started): what the page shows and benchmarks read.
+    this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0, firstFrameAt: null, firstPeerByteAt: null,
+                   lastPeerByteAt: null }; // prettier-ignore
     this.swarm = null;
     this.closed = false;
     this.abort = new AbortController();
@@ -43,14 +46,9 @@ export class Clip {
     this.picker = new Picker(this.pieces.length);
     for (const [index, block] of clip.fetched) this._keep(index, block, "http");
     if (this.p2p) {
-      this.swarm = new ViewerSwarm(this.gateway, this.cid, this.pieces.length, {
-        picker: this.picker,
-        pieceSize: (i) => this.pieces[i].blockSize,
-        getPiece: (i) => this.blocks.get(i) || null,
-        acceptPiece: (i, bytes) => this._fromPeer(i, bytes),
-        changed: () => this._plan(),
-      });
-      this.swarm.start();
+      this._startSwarm();
+      // Peer connections wait for the first frame (see attach), or this long where there is none.
+      this.connectTimer = setTimeout(() => this.swarm && this.swarm.connect(), CONNECT_PEERS_AFTER);
     }
     this.planner = setInterval(() => this._plan(), PLAN_EVERY);
     return this;
@@ -58,6 +56,12 @@ export class Clip {
 
   attach(video) {
     this.video = video;
+    const firstFrame = () => {
+      this.stats.firstFrameAt ??= performance.now();
+      if (this.swarm && !this.swarm.connecting) this.swarm.connect();
+    };
+    if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(firstFrame);
+    else video.addEventListener("playing", firstFrame, { once: true });
     const stalled = () => {
       this.stalled = true;
       this._plan();
@@ -71,6 +75,7 @@ export class Clip {
   close() {
     this.closed = true;
     clearInterval(this.planner);
+    clearTimeout(this.connectTimer);
     this.abort.abort();
     if (this.swarm) this.swarm.close();
     this.blocks.clear();
@@ -82,7 +87,22 @@ export class Clip {
     if (!on && this.swarm) {
       this.swarm.close();
       this.swarm = null;
+    } else if (on && this.picker) {
+      this._startSwarm();
+      this.swarm.connect();
     }
+  }
+
+  _startSwarm() {
+    this.swarm = new ViewerSwarm(this.gateway, this.cid, this.pieces.length, {
+      picker: this.picker,
+      pieceSize: (i) => this.pieces[i].blockSize,
+      getPiece: (i) => this.blocks.get(i) || null,
+      acceptPiece: (i, bytes) => this._fromPeer(i, bytes),
+      changed: () => this._plan(),
+    });
+    this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
+    this.swarm.start();
   }
 
   peers() {
@@ -180,8 +200,11 @@ export class Clip {
     this.blocks.set(index, block);
     this.cachedBytes += block.length;
     this.picker.received(index);
-    if (source === "peer") this.stats.bytesFromPeers += block.length;
-    else this.stats.bytesFromHttp += block.length;
+    if (source === "peer") {
+      this.stats.bytesFromPeers += block.length;
+      this.stats.firstPeerByteAt ??= performance.now();
+      this.stats.lastPeerByteAt = performance.now();
+    } else this.stats.bytesFromHttp += block.length;
     if (this.swarm) {
       this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
       this.swarm.announce(index);
