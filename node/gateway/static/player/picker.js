@@ -17,6 +17,7 @@ export const MAX_OUTSTANDING = 4;
 export const REQUEST_TIMEOUT = 4000; // ms without progress before a peer request is given up
 export const PEER_PATIENCE = 800; // ms an urgent piece waits on peers before HTTP
 export const HTTP_PARALLEL = 3;
+export const MAX_STRIKES = 3; // timeouts after which a peer is asked nothing more
 
 export class Picker {
   constructor(count) {
@@ -142,13 +143,17 @@ export class Picker {
     return false;
   }
 
+  // The ready peer holding the piece with the fewest timeouts, then the fewest requests outstanding.
   _bestPeer(index) {
     let best = null;
-    let bestLoad = MAX_OUTSTANDING;
+    let bestKey = Infinity;
     for (const [id, peer] of this.peers) {
-      if (!peer.ready || !peer.has[index] || peer.load >= bestLoad) continue;
-      best = id;
-      bestLoad = peer.load;
+      if (!peer.ready || !peer.has[index] || peer.load >= MAX_OUTSTANDING || peer.strikes >= MAX_STRIKES) continue;
+      const key = peer.strikes * (MAX_OUTSTANDING + 1) + peer.load;
+      if (key < bestKey) {
+        best = id;
+        bestKey = key;
+      }
     }
     return best;
   }

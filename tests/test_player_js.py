@@ -1,0 +1,20 @@
+"""The browser player's pure parts (the piece picker), run under Node.js's own test runner."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+JS_TESTS = Path(__file__).parent / "js"
+
+
+def test_piece_picker_under_node() -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node.js not found: the JavaScript tests need it (Debian: apt-get install nodejs)")
+    result = subprocess.run([node, "--test", str(JS_TESTS)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "# fail 0" in result.stdout and "# pass 0" not in result.stdout
