@@ -187,3 +187,24 @@ def test_embed_snippet_plays_on_another_origin(browser, clips, tmp_path: Path) -
     finally:
         other_origin.terminate()
         other_origin.wait()
+
+
+def test_a_viewer_that_serves_corrupt_pieces_is_dropped_and_playback_completes(browser, clips) -> None:  # type: ignore[no-untyped-def]
+    served, cids, files = clips
+    cid = cids[1]
+    liar = open_viewer(browser, f"{served.url}/watch/{cid}")
+    wait_for(liar, "s.verified === s.pieces && s.pieces > 0")
+    # From now on the liar answers requests with one byte flipped in every piece.
+    liar.evaluate("""() => {
+      const hooks = window.medianodeWatch.clip.swarm.hooks, honest = hooks.getPiece;
+      hooks.getPiece = (i) => {
+        const b = honest(i); if (!b) return b; const bad = b.slice(); bad[7] ^= 1; return bad;
+      };
+    }""")
+    victim = open_viewer(browser, f"{served.url}/watch/{cid}")
+    state = wait_for(victim, "s.ended && s.verified === s.pieces", timeout=40)
+    assert state["bad"] >= 1 and state["peers"] == 0, state  # it got a bad piece and dropped the liar
+    assert victim.evaluate(SHA256_OF_PIECES) == hashlib.sha256(files[1].read_bytes()).hexdigest()
+    assert victim.errors == []
+    for page in (liar, victim):
+        page.context.close()
