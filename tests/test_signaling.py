@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from conftest import Served, gen
 from node.gateway.hub import HubLimits, Refused, ViewerHub
-from node.storage.cid import CID
+from node.storage.cid import CID, RAW
 from node.swarm.viewer_protocol import (
     AskPeers,
     Have,
@@ -214,3 +214,15 @@ def test_bad_signaling_input_closes_that_socket_and_the_hub_goes_on(clip_node) -
     trio.run(main)
     assert served.proc.poll() is None
     assert httpx.get(f"{served.url}/api/v1/swarm/not-a-cid/stats").status_code == 400
+
+
+def test_hub_forgets_counts_of_the_oldest_unwatched_cids_past_its_limit() -> None:
+    hub = ViewerHub([], HubLimits(remembered_cids=2))
+    cids = [CID.for_block(RAW, data) for data in (b"a", b"b", b"c")]
+    for cid in cids:
+        viewer, _ = hub.join(cid, "10.0.0.1", Join(b"\0"), 1, 10, now=0)
+        hub.handle(viewer, Stats(peer=5, http=5), now=1)
+        hub.leave(viewer)
+    assert hub.stats(cids[0])["bytes_from_peers"] == 0  # forgotten
+    assert hub.stats(cids[2])["bytes_from_peers"] == 5
+    assert hub.overall.bytes_from_peers == 15  # /metrics totals are never forgotten

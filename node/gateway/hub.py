@@ -43,6 +43,7 @@ class HubLimits:
     relays_per_second: float = 40.0
     relay_burst: float = 120.0
     peers_every: float = 2.0  # seconds between answered "peers" requests of one viewer
+    remembered_cids: int = 100_000  # per-CID byte counts kept after the last viewer leaves
 
 
 class Refused(Exception):
@@ -122,6 +123,10 @@ class ViewerHub:
         del swarm.viewers[viewer_id]
         if not swarm.viewers:
             del self.swarms[viewer.cid]
+            # Counts of CIDs nobody watches now are kept for a while, oldest forgotten first.
+            for cid in list(self.totals)[: max(0, len(self.totals) - self.limits.remembered_cids)]:
+                if cid not in self.swarms:
+                    del self.totals[cid]
 
     def handle(self, viewer_id: str, message: SignalFromViewer, now: float) -> Outgoing:
         """What to send, and to whom, for one message from a joined viewer."""
