@@ -152,7 +152,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     from .daemon import run_node, with_overrides
 
     gateway = parse_listen(args.gateway) if args.gateway else None
-    config = with_overrides(load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht)
+    config = with_overrides(
+        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=not args.no_mdns
+    )
     demo: tuple[CID, int] | None = None
     if args.demo:
         store = BlockStore(config.data_dir / "store", config.store)
@@ -557,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer to stay connected to, repeatable",
     )
     p.add_argument("--no-dht", action="store_true", help="neither announce nor look up providers in the DHT")
+    p.add_argument("--no-mdns", action="store_true", help="do not find or announce peers on the LAN over mDNS")
 
     command("id", cmd_id, "this node's peer ID and swarm addresses")
     command("peers", cmd_peers, "peers the running node is connected to")

@@ -48,6 +48,9 @@ listen = ["/ip4/0.0.0.0/tcp/4001"]
 bootstrap = []
 # Announce roots and pins in the IPFS DHT and look up providers there (--no-dht turns it off).
 dht = true
+# Find and connect to other nodes on the local network over multicast DNS (--no-mdns turns it off).
+# It joins the mDNS group on every interface when listening on 0.0.0.0.
+mdns = true
 # Seconds between looks for content added since the last announcement (by add, uploads, imports).
 announce_new_every = 30
 
@@ -57,6 +60,18 @@ announce_new_every = 30
 peers = []
 # Seconds between checks of who holds which copy.
 interval = 60
+
+[viewers]
+# Gateways (base URLs, e.g. "https://media.example") whose viewer swarms this node joins as a
+# WebRTC seeder of the files it has pinned, so that browsers watching there fetch from it.
+seed_hubs = []
+# At most this many pinned files are seeded, the most recently pinned first.
+seed_max = 20
+# STUN servers for WebRTC (medianode watch and the seeder), e.g. ["stun:stun.example.org:3478"].
+# Empty: none, only this machine's own addresses are offered.
+stun = []
+# Offer 127.0.0.1 as the only WebRTC address: for tests and benchmarks on one machine.
+loopback_only = false
 """
 
 _UNITS = {
@@ -116,6 +131,15 @@ class SwarmConfig:
     replication_interval: float = 60.0
     dht: bool = True
     announce_new_every: float = 30.0
+    mdns: bool = True
+
+
+@dataclass(frozen=True)
+class ViewersConfig:
+    seed_hubs: tuple[str, ...] = ()
+    seed_max: int = 20
+    stun: tuple[str, ...] = ()
+    loopback_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +149,7 @@ class NodeConfig:
     chunk_size: int
     gateway: GatewayConfig
     swarm: SwarmConfig = SwarmConfig(("/ip4/0.0.0.0/tcp/4001",), ())
+    viewers: ViewersConfig = ViewersConfig()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -175,7 +200,31 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             float(replication.get("interval", 60)),
             bool(swarm_section.get("dht", True)),
             float(swarm_section.get("announce_new_every", 30)),
+            bool(swarm_section.get("mdns", True)),
         )
+        viewers = _viewers_config(raw.get("viewers", {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return NodeConfig(data_dir, store, chunk_size, gateway, swarm)
+    return NodeConfig(data_dir, store, chunk_size, gateway, swarm, viewers)
+
+
+def _viewers_config(section: dict[str, object]) -> ViewersConfig:
+    hubs = tuple(str(h).rstrip("/") for h in _string_list(section, "seed_hubs"))
+    for hub in hubs:
+        if not hub.startswith(("http://", "https://")):
+            raise ConfigError(f"viewers.seed_hubs: {hub!r} must start with http:// or https://")
+    stun = _string_list(section, "stun")
+    for url in stun:
+        if not url.startswith(("stun:", "stuns:")):
+            raise ConfigError(f"viewers.stun: {url!r} is not a stun: URL")
+    seed_max = section.get("seed_max", 20)
+    if not isinstance(seed_max, int) or seed_max < 0:
+        raise ConfigError(f"viewers.seed_max must be a number of files, got {seed_max!r}")
+    return ViewersConfig(hubs, seed_max, stun, bool(section.get("loopback_only", False)))
+
+
+def _string_list(section: dict[str, object], key: str) -> tuple[str, ...]:
+    value = section.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"viewers.{key} must be a list of strings")
+    return tuple(value)

@@ -61,7 +61,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
                 list(config.swarm.listen),
                 bootstrap,
                 config.swarm.dht,
-                config.swarm.mdns,
+                mdns=config.swarm.mdns,
                 announce_new_every=config.swarm.announce_new_every,
             ) as swarm,
             trio.open_nursery() as nursery,

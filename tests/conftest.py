@@ -96,16 +96,26 @@ def node(tmp_path: Path) -> Node:
 
 
 class Served:
-    """A real ``medianode serve`` process on 127.0.0.1 with a free port."""
+    """A real ``medianode serve`` process on 127.0.0.1 with a free port; mDNS off unless ``mdns``
+    (it would multicast on the machine's interfaces); ``prefix`` runs it under another command,
+    ``args`` are more options for ``serve``."""
 
-    def __init__(self, data_dir: Path, bootstrap: tuple[str, ...] = (), listen: str = "/ip4/127.0.0.1/tcp/0") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        bootstrap: tuple[str, ...] = (),
+        listen: str = "/ip4/127.0.0.1/tcp/0",
+        mdns: bool = False,
+        prefix: tuple[str, ...] = (),
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.node = Node(data_dir)
         env = {**os.environ, "MEDIANODE_DATA": str(data_dir)}
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
-             "--listen", listen, *peers, "--json"],
+            [*prefix, sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
+             "--listen", listen, *peers, *([] if mdns else ["--no-mdns"]), *args, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
         assert self.proc.stdout is not None

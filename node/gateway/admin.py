@@ -62,7 +62,7 @@ def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
         except HTTPProblem as exc:
             return problem_response(exc, as_json=True)
         store = swarm.host.get_peerstore()
-        listed = [{"peer_id": p.to_base58(), "addrs": [str(a) for a in store.addrs(p)]} for p in swarm.peers()]
+        listed = [{"peer_id": p.to_base58(), "addrs": [str(a) for a in _known_addrs(store, p)]} for p in swarm.peers()]
         return JSONResponse({"peer_id": swarm.peer_id, "addrs": swarm.addrs(), "peers": listed})
 
     async def connect(request: Request) -> Response:
@@ -123,3 +123,13 @@ def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
         Route("/api/v1/routing/provide/{cid}", provide, methods=["POST"]),
         Route("/api/v1/routing/providers/{cid}", providers, methods=["GET"]),
     ]
+
+
+def _known_addrs(store: Any, peer: Any) -> list[Any]:
+    """A peer's addresses; none yet for a peer that dialled us and has not finished identify."""
+    from libp2p.peer.peerstore import PeerStoreError
+
+    try:
+        return list(store.addrs(peer))
+    except PeerStoreError:
+        return []

@@ -1,7 +1,8 @@
 """The swarm as the rest of the node sees it: connected peers, and fetching what the store lacks.
 
-``Swarm.run`` owns the host's lifetime and the background tasks (keeping
-bootstrap peers connected, completing cached files) in its own nursery.
+``open_swarm`` owns the host's lifetime and the background tasks (keeping
+bootstrap peers connected, dialling peers found on the LAN over mDNS,
+completing cached files) in its own nursery.
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ class Swarm:
                         log.info("bootstrap peer unreachable", extra={"fields": {"peer": str(info.peer_id),
                                                                                   "error": repr(exc)}})  # fmt: skip
             await trio.sleep(RECONNECT_EVERY)
+
+    async def _dial_discovered(self, found: trio.MemoryReceiveChannel[PeerInfo]) -> None:
+        """Connect to each peer announced on the LAN (see ``mdns``) we are not connected to yet."""
+        dialing: set[ID] = set()
+
+        async def dial(info: PeerInfo) -> None:
+            try:
+                await self.connect(info)
+                addrs = [str(a) for a in info.addrs]
+                log.info("connected to a LAN peer", extra={"fields": {"peer": str(info.peer_id), "addrs": addrs}})
+            except Exception as exc:  # announced but unreachable from here: it may announce again
+                log.info("LAN peer unreachable", extra={"fields": {"peer": str(info.peer_id), "error": repr(exc)}})
+            finally:
+                dialing.discard(info.peer_id)
+
+        async with found, trio.open_nursery() as nursery:
+            async for info in found:
+                peer = info.peer_id
+                if peer in dialing or peer in self.host.get_connected_peers() or self.exchange.is_banned(peer):
+                    continue
+                dialing.add(peer)
+                nursery.start_soon(dial, info)
 
     async def _need_peers(self) -> list[ID]:
         """Connected peers; with none, the bootstrap peers are dialled now rather than at the next round."""
@@ -150,11 +173,13 @@ async def open_swarm(
     listen: list[str],
     bootstrap: list[PeerInfo],
     dht: bool = False,
+    mdns: bool = False,
     reprovide_interval: float = REPROVIDE_INTERVAL,
     announce_new_every: float = 30.0,
 ) -> AsyncIterator[Swarm]:
     """Start the host (and with ``dht`` the DHT, announcing new roots and pins within
-    ``announce_new_every`` seconds and all of them each ``reprovide_interval``) and the swarm's
+    ``announce_new_every`` seconds and all of them each ``reprovide_interval``; with ``mdns``
+    announcing ourselves on the LAN and dialling the peers found there) and the swarm's
     background tasks; stop them all on exit."""
     key_pair = load_identity(data_dir)
     addrs = [multiaddr.Multiaddr(a) for a in listen]
@@ -163,11 +188,14 @@ async def open_swarm(
         async with (
             host.run(listen_addrs=addrs),
             open_routing(host, bootstrap, dialable(host)) if dht else _no_routing() as routing,
+            _open_mdns(host) if mdns else _no_discovery() as discovered,
             trio.open_nursery() as nursery,
         ):
             swarm = Swarm(host, store, bootstrap, routing)
             swarm._nursery = nursery
             nursery.start_soon(swarm._keep_bootstrap_connected)
+            if discovered is not None:
+                nursery.start_soon(swarm._dial_discovered, discovered)
             if routing is not None:
                 nursery.start_soon(routing.reprovide, store.root_cids, reprovide_interval, announce_new_every)
             try:
@@ -206,4 +234,18 @@ def announce_addrs(listen: list[str]) -> list[str]:
 
 @asynccontextmanager
 async def _no_routing() -> AsyncIterator[None]:
+    yield None
+
+
+@asynccontextmanager
+async def _open_mdns(host: IHost) -> AsyncIterator[trio.MemoryReceiveChannel[PeerInfo]]:
+    from .mdns import open_mdns  # zeroconf is imported only when mDNS is on
+
+    bound = [str(a).split("/p2p/")[0] for a in host.get_addrs()]
+    async with open_mdns(str(host.get_id().to_base58()), bound) as found:
+        yield found
+
+
+@asynccontextmanager
+async def _no_discovery() -> AsyncIterator[None]:
     yield None
