@@ -67,8 +67,9 @@ interval = 60
 seed_hubs = []
 # At most this many pinned files are seeded, the most recently pinned first.
 seed_max = 20
-# STUN servers for WebRTC (medianode watch and the seeder), e.g. ["stun:stun.example.org:3478"].
-# Empty: none, only this machine's own addresses are offered.
+# STUN servers for WebRTC, e.g. ["stun:stun.example.org:3478"]: the signaling hub hands them to
+# browsers watching here, and medianode watch and the seeder use them. Empty: none, only the
+# machine's own addresses are offered.
 stun = []
 # Offer 127.0.0.1 as the only WebRTC address: for tests and benchmarks on one machine.
 loopback_only = false

@@ -20,6 +20,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from .config import NodeConfig, url_host
 from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import GatewaySettings, build_app
+from .gateway.hub import ViewerHub
 from .gateway.metrics import Metrics
 from .gateway.tokens import TokenStore
 from .storage.store import BlockStore
@@ -81,7 +82,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             if trusted:
                 swarm.start_background(replicator.run)
             admin_token: dict[str, str] = {}
-            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token)
+            hub = ViewerHub(ice_servers=list(config.viewers.stun))
+            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, hub)
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip

@@ -183,6 +183,28 @@ def test_two_viewers_are_introduced_and_relay_through_the_real_hub(clip_node) ->
     trio.run(main)
 
 
+def test_the_hub_hands_out_the_configured_stun_servers(tmp_path: Path) -> None:
+    from conftest import Node
+
+    data = tmp_path / "node"
+    (tmp_path / "clip.bin").write_bytes(gen(1000))
+    cid = Node(data).ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
+    config = data / "config.toml"
+    config.write_text(config.read_text().replace("stun = []", 'stun = ["stun:stun.example.org:3478"]'))
+    served = Served(data, args=("--no-dht",))
+    try:
+
+        async def welcome() -> dict:  # type: ignore[type-arg]
+            with trio.fail_after(10):
+                async with open_websocket_url(ws_url(served, cid)) as ws:
+                    await ws.send_message(pack({"t": "join", "have": b"\0"}))
+                    return msgpack.unpackb(await ws.get_message())  # type: ignore[no-any-return]
+
+        assert trio.run(welcome)["ice"] == ["stun:stun.example.org:3478"]
+    finally:
+        served.stop()
+
+
 def test_bad_signaling_input_closes_that_socket_and_the_hub_goes_on(clip_node) -> None:  # type: ignore[no-untyped-def]
     served, cid = clip_node
     url = ws_url(served, cid)
