@@ -22,6 +22,7 @@ from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import GatewaySettings, build_app
 from .gateway.hub import ViewerHub
 from .gateway.metrics import Metrics
+from .gateway.signaling import SignalingEndpoint
 from .gateway.tokens import TokenStore
 from .storage.store import BlockStore
 
@@ -82,8 +83,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             if trusted:
                 swarm.start_background(replicator.run)
             admin_token: dict[str, str] = {}
-            hub = ViewerHub(ice_servers=list(config.viewers.stun))
-            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, hub)
+            signaling = SignalingEndpoint(store, ViewerHub(ice_servers=list(config.viewers.stun)))
+            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, signaling)
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip
@@ -91,13 +92,26 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             if not config.gateway.public_url:
                 settings.public_url = base  # the port actually bound, also when 0 was asked for
             admin_token["token"] = write_api_file(config.data_dir, base)
+            seeding = trio.CancelScope()
+            if config.viewers.seed_hubs:
+                nursery.start_soon(seed_viewer_swarms, store, config, seeding)
             on_ready({"gateway": base, "peer_id": swarm.peer_id, "swarm": swarm.addrs()})
             await stop.wait()
+            seeding.cancel()
+            signaling.close_all()
             nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
         remove_api_file(config.data_dir)
         tokens.close()
         store.close()
+
+
+async def seed_viewer_swarms(store: BlockStore, config: NodeConfig, scope: trio.CancelScope) -> None:
+    """The WebRTC seeder of pinned files for the hubs in ``[viewers] seed_hubs``, until ``scope`` is cancelled."""
+    from .swarm.viewer_seeder import run_seeder  # aiortc costs a third of a second to import
+
+    with scope:
+        await run_seeder(store, config.viewers)
 
 
 def with_overrides(

@@ -477,7 +477,7 @@ def build_app(
     tokens: Any = None,
     swarm: Any = None,
     admin_token: dict[str, str] | None = None,
-    hub: ViewerHub | None = None,
+    signaling: SignalingEndpoint | None = None,
 ) -> ASGIApp:
     """The ASGI application; ``tokens`` (a TokenStore) enables the write API.
 
@@ -486,9 +486,9 @@ def build_app(
     request than reading the megabyte it asks for.
     """
     gateway = Gateway(store, settings, metrics, swarm)
-    hub = hub or ViewerHub(ice_servers=[])
-    routes: list[BaseRoute] = [Route("/metrics", metrics.endpoint(store, swarm, hub), methods=["GET"])]
-    routes += SignalingEndpoint(store, hub).routes()
+    signaling = signaling or SignalingEndpoint(store, ViewerHub(ice_servers=[]))
+    routes: list[BaseRoute] = [Route("/metrics", metrics.endpoint(store, swarm, signaling.hub), methods=["GET"])]
+    routes += signaling.routes()
     routes += watch_routes(store)
     if tokens is not None:
         from .api import api_routes

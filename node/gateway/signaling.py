@@ -48,6 +48,12 @@ class SignalingEndpoint:
         self.store = store
         self.hub = hub
         self._outboxes: dict[str, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._sockets: set[trio.CancelScope] = set()
+
+    def close_all(self) -> None:
+        """End every viewer's socket: the server is stopping, and viewers fall back to HTTP."""
+        for scope in self._sockets:
+            scope.cancel()
 
     def routes(self) -> list[Route | WebSocketRoute]:
         return [
@@ -75,6 +81,14 @@ class SignalingEndpoint:
         return max(1, len(layout.leaves)), layout.size
 
     async def socket(self, websocket: WebSocket) -> None:
+        with trio.CancelScope() as scope:
+            self._sockets.add(scope)
+            try:
+                await self._serve_viewer(websocket)
+            finally:
+                self._sockets.discard(scope)
+
+    async def _serve_viewer(self, websocket: WebSocket) -> None:
         await websocket.accept()
         viewer_id: str | None = None
         try:
