@@ -17,7 +17,10 @@ Worker and cache, as separate people do).
    viewer already seeding. Target: P2P on at most 10% slower (medians).
 3. data-channel throughput browser -> browser: a fresh viewer takes the whole
    clip from one viewer that has it (first to last piece from the peer),
-   beside the same bytes over HTTP from the gateway in the same browser.
+   beside the same bytes over HTTP from the gateway in the same browser; and
+   node -> browser: a second ``medianode serve`` that has the clip pinned
+   seeds it to the first one's hub (``[viewers] seed_hubs``, aiortc) and a
+   fresh viewer is its only peer.
 
 Every viewer must end with every piece verified and no page error, or the run
 fails (exit 1) after printing.
@@ -188,6 +191,34 @@ def throughput_run(browser: Any, url: str, cid: str, size: int, failures: list[s
     fresh.close()
 
 
+def seeder_run(browser: Any, url: str, cid: str, clip: Path, tmp: Path, failures: list[str]) -> None:
+    data = tmp / "seeder"
+    subprocess.run(medianode(data, "add", str(clip)), capture_output=True, check=True)
+    config = data / "config.toml"
+    text = config.read_text().replace("seed_hubs = []", f'seed_hubs = ["{url}"]')
+    config.write_text(text.replace("loopback_only = false", "loopback_only = true"))
+    proc, _ = serve(data)
+    try:
+        deadline = time.monotonic() + 30
+        while swarm_stats(url, cid)["viewers"] < 1:
+            if time.monotonic() > deadline:
+                failures.append("the seeder never joined the hub")
+                return
+            time.sleep(0.2)
+        viewer = Viewer(browser, f"{url}/watch/{cid}")
+        s = viewer.wait("s.verified === s.pieces")["stats"]
+        viewer.close()
+        if s["firstPeerByteAt"] is None or s["lastPeerByteAt"] <= s["firstPeerByteAt"]:
+            failures.append(f"nothing came from the seeding node: {s}")
+            return
+        rate = (s["bytesFromPeers"] - 262144) / ((s["lastPeerByteAt"] - s["firstPeerByteAt"]) / 1000)
+        print(f"   node -> browser data channel (aiortc seeder): {s['bytesFromPeers'] / 1e6:.1f} MB at "
+              f"{rate / 1e6:.1f} MB/s ({s['bytesFromHttp'] / 1e6:.1f} MB over HTTP)")  # fmt: skip
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--viewers", type=int, default=10)
@@ -218,6 +249,7 @@ def main() -> int:
                 ttff_runs(browser, url, cid, args.ttff_runs, True, failures)
                 print("\n3. throughput")
                 throughput_run(browser, url, cid, size, failures)
+                seeder_run(browser, url, cid, clip, Path(tmp), failures)
                 browser.close()
         finally:
             proc.terminate()

@@ -109,7 +109,7 @@ def test_staggered_viewers_play_to_the_end_verified_and_later_ones_take_pieces_f
         assert state["verified"] == state["pieces"] == 18
         assert page.evaluate(SHA256_OF_PIECES) == digest
     for state in ended[1:]:
-        assert state["peer"] > 3 * state["http"], state  # later viewers got most bytes from peers
+        assert state["peer"] > state["http"], state  # later viewers got most bytes from peers
     time.sleep(1.5)  # the viewers' last byte counts reach the hub once a second
     stats = httpx.get(f"{served.url}/api/v1/swarm/{cid}/stats").json()
     assert stats["viewers"] == 3 and stats["viewers_seen"] >= 3

@@ -74,3 +74,10 @@ test("a peer that leaves frees its pieces for others", () => {
   const urgent = picker.plan(1, { playIndex: 0, urgentBefore: 2, stalledOn: new Set() });
   assert.deepEqual(kinds(urgent), ["http:-:0", "http:-:1"]);
 });
+
+test("while waiting to hear who else watches, only what the element waits on goes to HTTP", () => {
+  const picker = new Picker(4);
+  const view = { playIndex: 0, urgentBefore: 3, stalledOn: new Set([0]), holdHttpUntil: 100 };
+  assert.deepEqual(kinds(picker.plan(0, view)), ["http:-:0"]);
+  assert.deepEqual(kinds(picker.plan(101, view)), ["http:-:1", "http:-:2"]);
+});

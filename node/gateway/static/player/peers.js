@@ -33,7 +33,8 @@ class ProtocolError extends Error {}
 
 export class ViewerSwarm {
   // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null, acceptPiece(i, bytes) -> Promise<bool>,
-  //         changed()}: acceptPiece verifies and keeps a piece; changed() is told when peers come or go.
+  //         changed(), welcomed()}: acceptPiece verifies and keeps a piece; changed() is told when peers
+  //         come or go, welcomed() when the hub has said who else watches.
   constructor(gateway, cid, count, hooks) {
     this.url = gateway.replace(/^http/, "ws") + `/api/v1/swarm/${cid}`;
     this.count = count;
@@ -136,6 +137,7 @@ export class ViewerSwarm {
       this.iceServers = (message.ice || []).map((url) => ({ urls: url }));
       this.lastMorePeers = Date.now();
       this._introduced(message.peers);
+      this.hooks.welcomed();
     } else if (message.t === "peers") {
       this._introduced(message.peers);
     } else if (message.t === "signal") {

@@ -79,7 +79,7 @@ export class Picker {
     return n;
   }
 
-  // view: {playIndex, urgentBefore, stalledOn: Set of indices}
+  // view: {playIndex, urgentBefore, stalledOn: Set of indices, holdHttpUntil: time or 0}
   plan(now, view) {
     const actions = [];
     for (const [index, flight] of this.inflight) {
@@ -115,7 +115,9 @@ export class Picker {
         this.peers.get(peer).load++;
         actions.push({ kind: "request", peer, index });
       } else if (urgent && (peer === null ? !this._anyPeerHas(index) || impatient : impatient)) {
-        if (this.httpActive < HTTP_PARALLEL) this._startHttp(index, now, actions);
+        // Just joined and not yet told who else watches: only what the element waits on goes to HTTP.
+        const holding = now < (view.holdHttpUntil ?? 0) && !view.stalledOn.has(index);
+        if (this.httpActive < HTTP_PARALLEL && !holding) this._startHttp(index, now, actions);
       }
     }
     return actions;

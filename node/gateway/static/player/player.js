@@ -11,7 +11,8 @@ const HORIZON = 2.0; // seconds of playback ahead that HTTP makes sure of when p
 const PLAN_EVERY = 100; // ms
 const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
 const HAVE_FUTURE_DATA = 3;
-const CONNECT_PEERS_AFTER = 1500; // ms, for clips with no first frame to wait for (prefetching)
+const SHARE_AFTER = 1500; // ms, for clips with no first frame to wait for (prefetching)
+const HOLD_HTTP_FOR_WELCOME = 400; // ms the first look-ahead waits to hear which peers have what
 
 export class Clip {
   constructor({ gateway, cid, p2p }) {
@@ -30,6 +31,7 @@ export class Clip {
                    lastPeerByteAt: null }; // prettier-ignore
     this.swarm = null;
     this.closed = false;
+    this.holdHttpUntil = 0;
     this.abort = new AbortController();
   }
 
@@ -45,11 +47,9 @@ export class Clip {
     this.pieces = clip.pieces;
     this.picker = new Picker(this.pieces.length);
     for (const [index, block] of clip.fetched) this._keep(index, block, "http");
-    if (this.p2p) {
-      this._startSwarm();
-      // Peer connections wait for the first frame (see attach), or this long where there is none.
-      this.connectTimer = setTimeout(() => this.swarm && this.swarm.connect(), CONNECT_PEERS_AFTER);
-    }
+    // The swarm waits for the first frame (see attach), or this long where there is none: joining
+    // and connecting while the first frame loads made it measurably later.
+    if (this.p2p) this.connectTimer = setTimeout(() => this._share(), SHARE_AFTER);
     this.planner = setInterval(() => this._plan(), PLAN_EVERY);
     return this;
   }
@@ -58,7 +58,7 @@ export class Clip {
     this.video = video;
     const firstFrame = () => {
       this.stats.firstFrameAt ??= performance.now();
-      if (this.swarm && !this.swarm.connecting) this.swarm.connect();
+      this._share();
     };
     if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(firstFrame);
     else video.addEventListener("playing", firstFrame, { once: true });
@@ -88,9 +88,18 @@ export class Clip {
       this.swarm.close();
       this.swarm = null;
     } else if (on && this.picker) {
-      this._startSwarm();
-      this.swarm.connect();
+      this._share();
     }
+  }
+
+  // Join the clip's swarm and connect to the peers the hub introduces.
+  _share() {
+    if (!this.p2p || this.closed || !this.picker) return;
+    if (!this.swarm) {
+      this._startSwarm();
+      this.holdHttpUntil = Date.now() + HOLD_HTTP_FOR_WELCOME;
+    }
+    if (!this.swarm.connecting) this.swarm.connect();
   }
 
   _startSwarm() {
@@ -100,6 +109,10 @@ export class Clip {
       getPiece: (i) => this.blocks.get(i) || null,
       acceptPiece: (i, bytes) => this._fromPeer(i, bytes),
       changed: () => this._plan(),
+      welcomed: () => {
+        this.holdHttpUntil = 0;
+        this._plan();
+      },
     });
     this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
     this.swarm.start();
@@ -151,7 +164,7 @@ export class Clip {
       playIndex = lowestDemanded;
     }
     const stalledOn = video && (this.stalled || video.readyState < HAVE_FUTURE_DATA) ? this.demanded : new Set();
-    return { playIndex, urgentBefore, stalledOn };
+    return { playIndex, urgentBefore, stalledOn, holdHttpUntil: this.holdHttpUntil };
   }
 
   _plan() {
