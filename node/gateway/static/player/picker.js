@@ -15,7 +15,7 @@
 
 export const MAX_OUTSTANDING = 4;
 export const REQUEST_TIMEOUT = 4000; // ms without progress before a peer request is given up
-export const PEER_PATIENCE = 800; // ms an urgent piece waits on peers before HTTP
+export const PEER_PATIENCE = 1500; // ms an urgent piece waits on peers before HTTP
 export const HTTP_PARALLEL = 3;
 export const MAX_STRIKES = 3; // timeouts after which a peer is asked nothing more
 

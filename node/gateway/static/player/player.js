@@ -7,7 +7,7 @@ import { ClipError, fetchBlock, loadClip, pieceAt, pieceData } from "./clip.js";
 import { ViewerSwarm } from "./peers.js";
 import { Picker } from "./picker.js";
 
-const HORIZON = 2.0; // seconds of playback ahead that HTTP makes sure of when peers cannot
+const HORIZON = 3.0; // seconds of playback ahead that HTTP makes sure of when peers cannot
 const PLAN_EVERY = 100; // ms
 const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
 const HAVE_FUTURE_DATA = 3;
