@@ -1,8 +1,9 @@
 """Swarm benchmark: our block exchange beside a raw libp2p stream, and Helia beside both.
 
-    python benchmarks/swarm.py [--size-mib 512] [--repeat 3] [--ttfb-nodes 5] [--profile] [--dir DIR]
+    python benchmarks/swarm.py [--size-mib 512] [--repeat 3] [--ttfb-nodes 5] [--link-mbit 400]
+                               [--profile] [--dir DIR]
 
-Prints one table. Everything runs on 127.0.0.1, each side in its own process:
+Prints one table. Each side runs in its own process, on 127.0.0.1 except in 6:
 
 1. raw stream (the reference): one py-libp2p stream on our host (``make_host``:
    Noise, Yamux), ``--size-mib`` MiB sent in 256 KiB length-prefixed writes to a
@@ -13,7 +14,12 @@ Prints one table. Everything runs on 127.0.0.1, each side in its own process:
    that connects to A and times only ``BlockExchange.fetch_dag`` (the fetched
    blocks are stored on disk, as a node does). Target: >= 0.7 of (1).
 3. the same with two providers (A1 and A2 both hold the file). Target: faster
-   than one provider.
+   than one provider. On loopback that is out of reach on a 2-core machine: the
+   fetching process alone is CPU-bound (one core; see benchmarks/README.md), so
+   6 measures what a second provider is for, a provider's uplink as the limit.
+   2 and 3 are also run with the fetcher alone on one core and the providers on
+   the other (``taskset``), which separates the fetcher's own limit from its
+   competing with the providers for the two cores.
 4. time to first body byte of a 1 MiB range from the middle of the file,
    through the gateway of a fresh node C (``medianode serve --bootstrap A``)
    that does not hold it, once C is connected to A; ``--ttfb-nodes`` fresh Cs,
@@ -22,11 +28,21 @@ Prints one table. Everything runs on 127.0.0.1, each side in its own process:
    with the Helia install tests/test_helia.py caches), ``--helia-size-mib`` MiB:
    the fetch process is timed whole, and minus a fetch process for a 1 KiB file
    (Node start, imports, dial).
+6. providers behind rate-limited uplinks (needs root: ``ip netns``, ``tc``;
+   skipped with the reason printed otherwise): each provider runs in a network
+   namespace of its own, joined to the fetcher's by a veth pair whose
+   provider-side end sends through ``tc tbf rate {--link-mbit}mbit burst 1mb
+   latency 50ms``. Measured: a raw stream sent through one such link (the
+   reference: what the link carries for py-libp2p), the block exchange from one
+   provider behind its link, and from two providers each behind its own
+   (target: faster than one; up to twice, while the fetcher has CPU to spare).
 
 Each throughput is the best of ``--repeat`` runs (every run is listed under the
-table). Every transfer is checked against the file's SHA-256. ``--profile``
-records the fetching process of one single-provider fetch (only while it
-fetches) and provider A meanwhile with py-spy, and prints their top functions.
+table, with the CPU seconds each process used, how busy the fetcher was, and
+how much CPU the rest of the machine took meanwhile: other work makes runs slow).
+Every transfer is checked against the file's SHA-256. ``--profile`` records
+the fetching process of one single-provider fetch (only while it fetches) and
+provider A meanwhile with py-spy, and prints their top functions.
 Any failed check or unclean exit makes the run fail (exit 1) after the table
 is printed; missed targets only show in the table.
 """
@@ -45,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +112,7 @@ async def read_exactly(stream: Any, n: int) -> bytes:
     return bytes(buf)
 
 
-async def raw_sink(data_dir: str) -> None:
+async def raw_sink(data_dir: str, listen_addr: str = LOOPBACK) -> None:
     """A host that counts the bytes of 4-byte length-prefixed frames until an empty one, then answers the count."""
     import multiaddr
     import trio
@@ -104,7 +121,7 @@ async def raw_sink(data_dir: str) -> None:
     from node.swarm.host import load_identity, make_host
     from node.swarm.node import dialable
 
-    listen = [multiaddr.Multiaddr(LOOPBACK)]
+    listen = [multiaddr.Multiaddr(listen_addr)]
     host = make_host(load_identity(Path(data_dir)), listen)
 
     async def sink(stream: Any) -> None:
@@ -176,10 +193,11 @@ async def fetch(data_dir: str, root: str, sha256: str, timeout: str, *addrs: str
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             await trio.sleep(1.0)  # py-spy attaches
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, machine = time.perf_counter(), time.process_time(), machine_cpu_seconds()
         with trio.fail_after(float(timeout)):
             blocks = await exchange.fetch_dag(cid, [info.peer_id for info in infos])
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        machine = machine_cpu_seconds() - machine
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             await trio.to_thread.run_sync(spy.wait)
@@ -189,10 +207,60 @@ async def fetch(data_dir: str, root: str, sha256: str, timeout: str, *addrs: str
         digest.update(piece)
     store.close()
     ok = digest.hexdigest() == sha256
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "blocks": blocks, "ok": ok}), flush=True)
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "machine": machine, "blocks": blocks, "ok": ok}), flush=True)
 
 
 # -- the parent: processes, measurements, table --------------------------------------------------
+
+
+def netns_exec(netns: str) -> list[str]:
+    return ["ip", "netns", "exec", netns]
+
+
+class LimitedLinks:
+    """Network namespaces, each joined to ours by a veth pair whose far end sends at most ``mbit``
+    (a provider's uplink). ``close`` removes them; ``why_not`` says why they cannot be made here."""
+
+    def __init__(self, count: int, mbit: int) -> None:
+        tag = f"swb{os.getpid() % 10_000_000}"  # interface names may have 15 characters
+        subnet = 100 + os.getpid() % 100  # 10.231.<subnet + i>.0/24, apart from concurrent runs
+        self.names = [f"{tag}n{i}" for i in range(count)]
+        self._ours = [f"{tag}h{i}" for i in range(count)]
+        self.near = [f"10.231.{subnet + i}.1" for i in range(count)]  # our side of link i
+        self.far = [f"10.231.{subnet + i}.2" for i in range(count)]  # the namespace's side
+        self.mbit = mbit
+        self._made: list[int] = []
+
+    @staticmethod
+    def why_not() -> str | None:
+        if os.geteuid() != 0:
+            return "not root (ip netns and tc need it)"
+        missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+        return f"{' and '.join(missing)} not installed" if missing else None
+
+    def open(self) -> None:
+        for i, (ns, ours) in enumerate(zip(self.names, self._ours, strict=True)):
+            self._made.append(i)
+            for cmd in (
+                ["ip", "netns", "add", ns],
+                ["ip", "link", "add", ours, "type", "veth", "peer", "name", "far", "netns", ns],
+                ["ip", "addr", "add", f"{self.near[i]}/24", "dev", ours],
+                ["ip", "link", "set", ours, "up"],
+                ["ip", "-n", ns, "addr", "add", f"{self.far[i]}/24", "dev", "far"],
+                ["ip", "-n", ns, "link", "set", "far", "up"],
+                ["ip", "-n", ns, "link", "set", "lo", "up"],
+                ["ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", "far", "root",
+                 "tbf", "rate", f"{self.mbit}mbit", "burst", "1mb", "latency", "50ms"],
+            ):  # fmt: skip
+                done = subprocess.run(cmd, capture_output=True)
+                if done.returncode:
+                    raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.decode(errors='replace').strip()}")
+
+    def close(self) -> None:
+        for i in self._made:
+            subprocess.run(["ip", "link", "del", self._ours[i]], capture_output=True)  # takes the peer end along
+            subprocess.run(["ip", "netns", "del", self.names[i]], capture_output=True)
+        self._made = []
 
 
 @dataclass
@@ -270,9 +338,9 @@ class Bench:
             self.stop(proc, expect_zero=False)
 
     def run_child(
-        self, name: str, argv: list[str], timeout: float, env: dict[str, str] | None = None
+        self, name: str, argv: list[str], timeout: float, env: dict[str, str] | None = None, prefix: Sequence[str] = ()
     ) -> dict[str, Any]:
-        cmd = [sys.executable, str(Path(__file__).resolve()), "child", *argv]
+        cmd = [*prefix, *self.child_cmd(*argv)]
         proc = subprocess.run(cmd, capture_output=True, cwd=REPO, timeout=timeout, env=env)
         if proc.returncode:
             raise SystemExit(f"{name} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-4000:]}")
@@ -281,23 +349,33 @@ class Bench:
             self.problems.append(f"{name}: the bytes that arrived differ from the file")
         return result
 
-    def serve(self, name: str, data_dir: Path, bootstrap: tuple[str, ...] = ()) -> Proc:
+    def serve(
+        self,
+        name: str,
+        data_dir: Path,
+        bootstrap: tuple[str, ...] = (),
+        listen: str = LOOPBACK,
+        prefix: Sequence[str] = (),
+    ) -> Proc:
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
-        cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--listen", LOOPBACK, *peers, "--json")
-        return self.start(name, cmd)
+        cmd = medianode(
+            data_dir, "serve", "--gateway", "127.0.0.1:0", "--listen", listen, *peers, "--no-mdns", "--json"
+        )
+        return self.start(name, [*prefix, *cmd])
 
     # -- 1 ----------------------------------------------------------------------------------------
 
-    def raw(self, size: int) -> float:
-        sink = self.start("raw-sink", self.child_cmd("raw-sink", str(self.fresh("raw-sink"))))
+    def raw(self, label: str, size: int, sink_listen: str = LOOPBACK, sender_prefix: Sequence[str] = ()) -> float:
+        sink_dir = self.fresh("raw-sink")
+        sink = self.start(sink_dir.name, self.child_cmd("raw-sink", str(sink_dir), sink_listen))
         best = 0.0
         for i in range(self.args.repeat):
             argv = ["raw-send", str(self.fresh("raw-send")), sink.info["swarm"][0], str(size)]
-            result = self.run_child(f"raw send {i + 1}", argv, self.args.timeout)
+            result = self.run_child(f"{label} {i + 1}", argv, self.args.timeout, prefix=sender_prefix)
             if result["bytes"] != size:
-                self.problems.append(f"raw send {i + 1}: sink counted {result['bytes']} bytes, not {size}")
+                self.problems.append(f"{label} {i + 1}: sink counted {result['bytes']} bytes, not {size}")
             mbs = size / 1e6 / result["seconds"]
-            self.runs.append(f"raw stream run {i + 1}: {result['seconds']:.2f} s, {mbs:.1f} MB/s")
+            self.runs.append(f"{label} run {i + 1}: {result['seconds']:.2f} s, {mbs:.1f} MB/s")
             best = max(best, mbs)
         self.stop(sink, expect_zero=False)  # sleeps forever; SIGTERM is how it ends
         return best
@@ -307,7 +385,16 @@ class Bench:
 
     # -- 2, 3 -------------------------------------------------------------------------------------
 
-    def exchange(self, label: str, cid: str, sha: str, size: int, providers: list[Proc], profile: bool) -> float:
+    def exchange(
+        self,
+        label: str,
+        cid: str,
+        sha: str,
+        size: int,
+        providers: list[Proc],
+        profile: bool = False,
+        fetcher_prefix: Sequence[str] = (),
+    ) -> float:
         best = 0.0
         addrs = [p.info["swarm"][0] for p in providers]
         for i in range(self.args.repeat):
@@ -320,26 +407,54 @@ class Bench:
                      "--gil", "--format", "raw", "--output", str(self.work / "profile-provider.txt")],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
+            fetcher_dir = self.fresh("fetcher")
             try:
-                argv = ["fetch", str(self.fresh("fetcher")), cid, sha, str(self.args.timeout), *addrs]
+                argv = ["fetch", str(fetcher_dir), cid, sha, str(self.args.timeout), *addrs]
                 before = [cpu_seconds(p.proc.pid) for p in providers]
-                result = self.run_child(f"{label} fetch {i + 1}", argv, self.args.timeout + 60, env)
+                result = self.run_child(f"{label} fetch {i + 1}", argv, self.args.timeout + 60, env, fetcher_prefix)
                 served = [cpu_seconds(p.proc.pid) - b for p, b in zip(providers, before, strict=True)]
             finally:
+                # The child checked it; keeping every run's copy made later runs slower (page cache).
+                shutil.rmtree(fetcher_dir, ignore_errors=True)
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(STOP_TIMEOUT)
             mbs = size / 1e6 / result["seconds"]
             tag = " (under py-spy)" if spy is not None else ""
             provider_cpu = " + ".join(f"{c:.2f}" for c in served)
+            others = result["machine"] - result["cpu"] - sum(served)
             self.runs.append(
                 f"{label} run {i + 1}{tag}: {result['seconds']:.2f} s, {mbs:.1f} MB/s, {result['blocks']} blocks; "
-                f"CPU s: fetcher {result['cpu']:.2f} during the fetch, provider {provider_cpu}"
-                " during the fetch process"
+                f"CPU s: fetcher {result['cpu']:.2f} during the fetch ({result['cpu'] / result['seconds']:.0%} of it),"
+                f" provider {provider_cpu} during the fetch process, everything else on the machine about"
+                f" {max(others, 0.0):.2f} during the fetch"
             )
             if spy is None:
                 best = max(best, mbs)
         return best
+
+    def on_separate_cores(self, cid: str, sha: str, size: int, providers: list[Proc]) -> tuple[float, float] | str:
+        """(2) and (3) again with the fetcher alone on one core and the providers on another
+        (taskset), so that they do not compete for a core: what is left is the fetcher's own limit."""
+        if shutil.which("taskset") is None:
+            return "taskset not installed"
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            return "fewer than 2 cores"
+
+        def pin(cpu_list: str) -> None:
+            for provider in providers:  # -a: every thread, and the threads they start inherit it
+                subprocess.run(["taskset", "-a", "-p", "-c", cpu_list, str(provider.proc.pid)], check=True,
+                               capture_output=True)  # fmt: skip
+
+        pin(str(cores[1]))
+        try:
+            fetcher = ["taskset", "-c", str(cores[0])]
+            one = self.exchange("1 provider, on separate cores", cid, sha, size, providers[:1], fetcher_prefix=fetcher)
+            two = self.exchange("2 providers, on separate cores", cid, sha, size, providers, fetcher_prefix=fetcher)
+        finally:
+            pin(",".join(map(str, cores)))
+        return one, two
 
     # -- 4 ----------------------------------------------------------------------------------------
 
@@ -447,6 +562,36 @@ class Bench:
         mb = size / 1e6
         return mb / min(whole), mb / (min(whole) - min(base))
 
+    # -- 6 ----------------------------------------------------------------------------------------
+
+    def behind_limited_links(self, cid: str, sha: str, size: int) -> tuple[float, float, float] | str:
+        """(raw MB/s through one link, exchange MB/s from one provider behind its link, from two
+        each behind its own), or why not measured. The providers serve A1's and A2's stores."""
+        why_not = LimitedLinks.why_not()
+        if why_not is not None:
+            return why_not
+        links = LimitedLinks(2, self.args.link_mbit)
+        try:
+            try:
+                links.open()
+            except RuntimeError as exc:
+                return f"could not make the links: {exc}"
+            label = f"raw stream through a {self.args.link_mbit} mbit link"
+            raw = self.raw(label, size, f"/ip4/{links.near[0]}/tcp/0", sender_prefix=netns_exec(links.names[0]))
+            providers = [
+                self.serve(f"{name}-limited", self.work / name, listen=f"/ip4/{far}/tcp/0", prefix=netns_exec(ns))
+                for name, far, ns in zip(("a1", "a2"), links.far, links.names, strict=True)
+            ]
+            try:
+                one = self.exchange("1 provider behind its uplink", cid, sha, size, providers[:1])
+                two = self.exchange("2 providers behind their uplinks", cid, sha, size, providers)
+            finally:
+                for provider in providers:
+                    self.stop(provider)
+        finally:
+            links.close()
+        return raw, one, two
+
     # -- all --------------------------------------------------------------------------------------
 
     def measure(self) -> list[str]:
@@ -457,7 +602,7 @@ class Bench:
         sha = file_sha256(src)
         warm(src)
 
-        raw = self.raw(size)
+        raw = self.raw("raw stream", size)
 
         cids = []
         for name in ("a1", "a2"):
@@ -471,11 +616,13 @@ class Bench:
         a1 = self.serve("a1", self.work / "a1")
         a2 = self.serve("a2", self.work / "a2")
         one = self.exchange("1 provider", cid, sha, size, [a1], args.profile)
-        two = self.exchange("2 providers", cid, sha, size, [a1, a2], False)
+        two = self.exchange("2 providers", cid, sha, size, [a1, a2])
+        pinned = self.on_separate_cores(cid, sha, size, [a1, a2])
         through_peer, local = self.first_bytes(cid, src, size, a1)
         self.stop(a1)
         self.stop(a2)
         src.unlink()
+        limited = self.behind_limited_links(cid, sha, size)
 
         mib, hmib, n = args.size_mib, args.helia_size_mib, args.ttfb_nodes
         lines = [
@@ -484,6 +631,31 @@ class Bench:
             row(f"raw py-libp2p stream (Noise, Yamux), {mib} MiB in 256 KiB writes, MB/s", raw, "(the reference)", ""),
             row(f"block exchange, 1 provider, {mib} MiB, MB/s", one, "raw stream", ">= 0.7", raw),
             row(f"block exchange, 2 providers, {mib} MiB, MB/s", two, "1 provider", "> 1", one),
+        ]  # fmt: skip
+        if isinstance(pinned, str):
+            lines.append(f"| the same on separate cores | not measured: {pinned} | | | |")
+        else:
+            pinned_one, pinned_two = pinned
+            lines += [
+                row(f"block exchange, 1 provider, fetcher and provider on a core each, {mib} MiB, MB/s", pinned_one,
+                    "1 provider sharing both cores", "", one),
+                row(f"block exchange, 2 providers, fetcher on one core, both providers on the other, {mib} MiB, MB/s",
+                    pinned_two, "1 provider on a core of its own", "> 1", pinned_one),
+            ]  # fmt: skip
+        mbit = args.link_mbit
+        if isinstance(limited, str):
+            lines.append(f"| providers behind {mbit} mbit uplinks | not measured: {limited} | | | |")
+        else:
+            link_raw, link_one, link_two = limited
+            lines += [
+                row(f"raw py-libp2p stream through one {mbit} mbit link, {mib} MiB, MB/s", link_raw,
+                    "the link", "", mbit / 8),
+                row(f"block exchange, 1 provider behind a {mbit} mbit uplink, MB/s", link_one,
+                    "raw stream through the link", ">= 0.7", link_raw),
+                row(f"block exchange, 2 providers each behind its own {mbit} mbit uplink, MB/s", link_two,
+                    "1 provider behind its uplink", "> 1", link_one),
+            ]  # fmt: skip
+        lines += [
             row(f"first byte of a 1 MiB range via a fresh node, median of {n}, ms", statistics.median(through_peer),
                 "holder's own gateway", "< 300 ms", statistics.median(local)),
             row(f"first byte of a 1 MiB range via a fresh node, max of {n}, ms", max(through_peer),
@@ -504,6 +676,12 @@ def row(name: str, value: float, ref_name: str, target: str, ref: float | None =
     if ref is None:
         return f"| {name} | {value:,.1f} | {ref_name} | | {target} |"
     return f"| {name} | {value:,.1f} | {ref_name}: {ref:,.1f} | {value / ref:.2f} | {target} |"
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time all cores have spent running something so far (user, nice, system, irq, softirq), from /proc."""
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -561,6 +739,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per throughput (the best is kept)")
     parser.add_argument("--ttfb-nodes", type=int, default=5, help="fresh nodes for the time to first byte")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per transfer")
+    parser.add_argument("--link-mbit", type=int, default=400, help="each provider's uplink in 6 (tc tbf rate)")
     parser.add_argument("--profile", action="store_true", help="py-spy the first single-provider fetch (both sides)")
     parser.add_argument("--dir", type=Path, help="parent of the work directory (default: the system temp dir)")
     args = parser.parse_args()

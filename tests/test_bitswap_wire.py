@@ -14,6 +14,7 @@ from node.swarm.bitswap_wire import (
     WantType,
     cid_prefix,
     decode_message,
+    encode_frame,
     encode_message,
     frame,
 )
@@ -36,6 +37,7 @@ def test_roundtrip_every_field() -> None:
         pending_bytes=12345,
     )
     assert decode_message(encode_message(message)) == message
+    assert encode_frame(message) == frame(encode_message(message))
 
 
 def test_payload_prefix_is_kubos_cidv1_raw_prefix() -> None:
@@ -97,6 +99,7 @@ def test_oversized_block_is_refused() -> None:
 
 def test_frames_split_anywhere_reassemble() -> None:
     messages = [encode_message(BitswapMessage(blocks=[block(bytes([i]) * (i * 100))])) for i in range(1, 6)]
+    messages.insert(2, b"")  # an empty message is one byte on the wire
     stream = b"".join(frame(m) for m in messages)
     for step in (1, 3, 7, 1000, len(stream)):
         reader = FrameReader()

@@ -116,7 +116,7 @@ def _silent_exchange() -> type:
     class Silent(BlockExchange):
         """Accepts wants and never answers them."""
 
-        async def _serve(self, peer: object, wants: object) -> None:  # type: ignore[override]
+        async def _serve(self, peer: object, queue: object) -> None:  # type: ignore[override]
             return None
 
     return Silent
@@ -387,7 +387,8 @@ def test_a_peer_cannot_open_unbounded_bitswap_streams(tmp_path: Path) -> None:
     from node.swarm.host import load_identity, make_host
 
     store = BlockStore(tmp_path / "a")
-    cid = add(store, tmp_path, b"small block", "f")
+    # A block of its own per stream: wants for one block from one peer are one want, answered once.
+    cids = [add(store, tmp_path, b"small block %d" % i, f"f{i}") for i in range(MAX_INBOUND_STREAMS + 3)]
 
     async def main() -> tuple[int, int]:
         host_a = make_host(load_identity(tmp_path / "a"), [LOOPBACK])
@@ -403,7 +404,7 @@ def test_a_peer_cannot_open_unbounded_bitswap_streams(tmp_path: Path) -> None:
             with trio.fail_after(30):
                 await host_b.connect(PeerInfo(host_a.get_id(), host_a.get_addrs()))
                 streams, refused = [], 0
-                for _ in range(MAX_INBOUND_STREAMS + 3):
+                for cid in cids:
                     try:
                         stream = await host_b.new_stream(host_a.get_id(), [TProtocol(PROTOCOL_ID)])
                         await stream.write(frame(encode_message(BitswapMessage(wants=[WantEntry(cid)]))))
@@ -475,3 +476,117 @@ def test_content_added_while_serving_is_announced(tmp_path: Path) -> None:
     finally:
         assert a.stop() == 0
         assert b.stop() == 0
+
+
+def test_a_peer_flooding_wants_is_held_to_its_queue_cap_while_others_are_served(tmp_path: Path) -> None:
+    """Tried: a peer that asks A for 100,000 blocks (the 33 A holds first, then ones it lacks) and
+    does not read the answers. A queues at most MAX_QUEUED_WANTS of its wants and holds at most one
+    reply's blocks for it; meanwhile another peer fetches a file from A at full speed. Once the
+    flooder disconnects, A forgets what it asked."""
+    from contextlib import AsyncExitStack
+
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from node.storage.cid import RAW
+    from node.storage.dagpb import decode_node
+    from node.swarm.bitswap import MAX_QUEUED_WANTS, REPLY_BUDGET
+    from node.swarm.bitswap_wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
+
+    data = gen(8 * MiB, b"flooded")
+    other = gen(4 * MiB, b"served meanwhile")
+    nodes = _Nodes(tmp_path)
+
+    async def main() -> tuple[int, int, float, tuple[int, int]]:
+        async with AsyncExitStack() as stack:
+            a_host, a = await nodes.start(stack, "a")
+            b_host, _ = await nodes.start(stack, "b")
+            c_host, c = await nodes.start(stack, "c")
+            flooded = add(a.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            wanted_by_c = add(a.store, tmp_path, other, "other")  # type: ignore[attr-defined]
+            held = [flooded, *(link.cid for link in decode_node(a.store.get_block(flooded)).links)]  # type: ignore[attr-defined]
+            lacked = [CID.for_block(RAW, i.to_bytes(4, "big")) for i in range(100_000 - len(held))]
+            a_id, b_id = a_host.get_id(), b_host.get_id()  # type: ignore[attr-defined]
+            peak = [0, 0]
+
+            async def never_read(stream: object) -> None:  # A's first reply to B stays stuck
+                await trio.sleep_forever()
+
+            async def watch() -> None:
+                while True:
+                    entries, reply_bytes = a.serve_backlog(b_id)  # type: ignore[attr-defined]
+                    peak[0], peak[1] = max(peak[0], entries), max(peak[1], reply_bytes)
+                    await trio.sleep(0.002)
+
+            b_host.set_stream_handler(TProtocol(PROTOCOL_ID), never_read)  # type: ignore[attr-defined]
+            with trio.fail_after(30):
+                for host in (b_host, c_host):
+                    await host.connect(PeerInfo(a_id, a_host.get_addrs()))  # type: ignore[attr-defined]
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch)
+                    stream = await b_host.new_stream(a_id, [TProtocol(PROTOCOL_ID)])  # type: ignore[attr-defined]
+                    flood = held + lacked
+                    for start in range(0, len(flood), 25_000):
+                        wants = [WantEntry(cid) for cid in flood[start : start + 25_000]]
+                        await stream.write(frame(encode_message(BitswapMessage(wants=wants))))
+                    await trio.sleep(0.5)  # A has read the flood and is busy answering it
+                    started = trio.current_time()
+                    await c.fetch_dag(wanted_by_c, [a_id])  # type: ignore[attr-defined]
+                    took = trio.current_time() - started
+                    during = a.serve_backlog(b_id)  # type: ignore[attr-defined]
+                    await b_host.disconnect(a_id)  # type: ignore[attr-defined]
+                    while a.serve_backlog(b_id) != (0, 0):  # type: ignore[attr-defined]
+                        await trio.sleep(0.05)
+                    nursery.cancel_scope.cancel()
+            assert b"".join(c.store.read_range(wanted_by_c)) == other  # type: ignore[attr-defined]
+            return peak[0], peak[1], took, during
+
+    peak_entries, peak_reply_bytes, took, during = trio.run(main)
+    assert peak_entries == MAX_QUEUED_WANTS  # the cap was reached, never passed
+    assert 0 < peak_reply_bytes <= REPLY_BUDGET
+    assert during[0] > 0  # still busy with the flooder while C was served
+    assert took < 3
+
+
+def test_fast_providers_cannot_make_a_slow_disk_buffer_more_than_asked(tmp_path: Path) -> None:
+    """Tried: two providers delivering far faster than the fetching node stores (20 ms per block).
+    What each can make it hold, verified but not yet stored, stays within the want window."""
+    import time
+    from contextlib import AsyncExitStack
+
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from node.swarm.bitswap import BlockExchange
+
+    data = gen(16 * MiB, b"slow disk")
+    window = 6
+    nodes = _Nodes(tmp_path)
+    peak: dict[object, int] = {}
+
+    class SlowDisk(BlockExchange):
+        async def _on_block(self, peer: object, cid: CID, data: bytes) -> None:  # type: ignore[override]
+            await super()._on_block(peer, cid, data)  # type: ignore[arg-type]
+            peak[peer] = max(peak.get(peer, 0), self.unstored_bytes.get(peer, 0))  # type: ignore[call-overload]
+
+        def _store_arrivals(self, batch, arrivals, expand):  # type: ignore[no-untyped-def]
+            time.sleep(0.02 * len(arrivals))
+            return super()._store_arrivals(batch, arrivals, expand)
+
+    async def main() -> tuple[BlockStore, CID]:
+        async with AsyncExitStack() as stack:
+            hosts = []
+            for name in ("p1", "p2"):
+                host, provider = await nodes.start(stack, name)
+                cid = add(provider.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+                hosts.append(host)
+            me_host, me = await nodes.start(stack, "me", SlowDisk)
+            with trio.fail_after(30):
+                for host in hosts:
+                    await me_host.connect(PeerInfo(host.get_id(), host.get_addrs()))  # type: ignore[attr-defined]
+                await me.fetch_dag(cid, [h.get_id() for h in hosts], window=window)  # type: ignore[attr-defined]
+            assert me.unstored_bytes == {}  # type: ignore[attr-defined]
+            return me.store, cid  # type: ignore[attr-defined]
+
+    store, cid = trio.run(main)
+    assert b"".join(store.read_range(cid)) == data
+    assert len(peak) == 2 and all(0 < held <= window * 262144 for held in peak.values())

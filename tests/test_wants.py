@@ -27,8 +27,24 @@ def test_blocks_are_striped_across_peers_in_order() -> None:
     assert len(got_a) == 4 and len(got_b) == 4 and not set(got_a) & set(got_b)
     assert set(got_a + got_b) == set(want[:8])  # the first eight, in order of want
     assert s.next_requests(0.1) == []  # windows are full
-    assert s.on_block("a", got_a[0]) is Verdict.WANTED
+    assert s.on_block("a", got_a[0], 0.2) is Verdict.WANTED
+    s.stored([got_a[0]])
     assert asked(s.next_requests(0.2), "a") == [want[8]]
+
+
+def test_a_block_holds_its_slot_until_it_is_stored() -> None:
+    """However slow the disk, a peer gets no more want-blocks than its window of unstored ones:
+    what it can make us buffer is what we asked it for."""
+    s = WantScheduler(window=4)
+    want = cids(10)
+    s.want(want)
+    s.peer_connected("a")
+    first = asked(s.next_requests(0.0), "a")
+    for cid in first:
+        assert s.on_block("a", cid, 0.1) is Verdict.WANTED
+    assert s.next_requests(0.2) == []  # all four arrived, none stored yet
+    s.stored(first[:2])
+    assert asked(s.next_requests(0.3), "a") == want[4:6]
 
 
 def test_dont_have_moves_the_block_to_a_peer_that_has_it() -> None:
@@ -61,14 +77,14 @@ def test_timeouts_strike_the_slow_peer_and_reassign() -> None:
     s.want(want)
     s.peer_connected("slow")
     assert asked(s.next_requests(0), "slow") == want
-    s.peer_connected("fast")
     assert s.next_deadline() == 5.0
+    s.peer_connected("fast")
     moved = s.next_requests(5.0)
     assert asked(moved, "fast") == want and asked(moved, "slow") == []
     # A late copy from the slow peer is harmless; a block nobody asked for is a strike.
-    assert s.on_block("slow", want[0]) is Verdict.WANTED
+    assert s.on_block("slow", want[0], 5.1) is Verdict.WANTED
     assert s.take_cancels() == {"fast": [want[0]]}
-    assert s.on_block("slow", cids(1, b"junk")[0]) is Verdict.UNWANTED
+    assert s.on_block("slow", cids(1, b"junk")[0], 5.1) is Verdict.UNWANTED
     assert s.take_drops() == []  # unwanted is the exchange's to count, not a strike here
 
 
@@ -79,7 +95,7 @@ def test_corrupt_or_unasked_blocks_are_reported_unwanted() -> None:
     s.want(cids(3))
     s.next_requests(0)
     for junk in cids(3, b"junk"):
-        assert s.on_block("liar", junk) is Verdict.UNWANTED
+        assert s.on_block("liar", junk, 0.1) is Verdict.UNWANTED
     assert s.take_drops() == []  # the exchange counts these (tests/test_swarm.py: the liar is dropped)
     assert s.missing == set(cids(3))
 
@@ -103,12 +119,38 @@ def test_endgame_asks_idle_peers_and_cancels_the_rest() -> None:
     assert asked(first, "a") == want
     s.peer_connected("b")
     second = s.next_requests(1)
-    assert asked(second, "b") == want  # nothing queued: the idle peer duplicates what is in flight
-    assert s.on_block("b", want[0]) is Verdict.WANTED
+    assert asked(second, "b") == want  # nothing queued, nothing arrived yet: the idle peer duplicates at once
+    assert s.on_block("b", want[0], 1.1) is Verdict.WANTED
     assert s.take_cancels() == {"a": [want[0]]}
-    assert s.on_block("a", want[1]) is Verdict.WANTED
+    assert s.on_block("a", want[1], 1.2) is Verdict.WANTED
     assert s.take_cancels() == {"b": [want[1]]}
     assert s.done
+
+
+def test_endgame_asks_twice_only_for_blocks_overdue_against_the_typical_wait() -> None:
+    """Two equally fast providers: at the end the idle one is not asked for the other's block
+    while it is on time (that would send the last window twice); once it has waited twice the
+    typical time it is asked of the idle peer, long before the timeout."""
+    s = WantScheduler(window=2, timeout=10.0)
+    want = cids(6)
+    s.want(want)
+    s.peer_connected("a")
+    s.peer_connected("b")
+    first = s.next_requests(0.0)
+    assert sorted(asked(first, "a") + asked(first, "b"), key=want.index) == want[:4]
+    for cid in want[:4]:
+        peer = "a" if cid in asked(first, "a") else "b"
+        assert s.on_block(peer, cid, 0.1) is Verdict.WANTED  # every block so far took 0.1 s
+    s.stored(want[:4])
+    second = s.next_requests(0.1)
+    (late_at_a,), (late_at_b,) = asked(second, "a"), asked(second, "b")  # the last two, one each
+    assert s.on_block("b", late_at_b, 0.2) is Verdict.WANTED
+    s.stored([late_at_b])
+    assert s.next_requests(0.25) == []  # a's block has waited 0.15 s: on time
+    assert s.next_deadline() == 0.1 + 2 * 0.1  # when it becomes overdue
+    assert asked(s.next_requests(0.31), "b") == [late_at_a]
+    assert s.on_block("b", late_at_a, 0.4) is Verdict.WANTED
+    assert s.take_cancels() == {"a": [late_at_a]}
 
 
 def test_simulated_swarm_with_a_provider_dying_mid_transfer() -> None:
@@ -138,7 +180,8 @@ def test_simulated_swarm_with_a_provider_dying_mid_transfer() -> None:
         if len(received) == 100 and "b" in alive:
             alive.discard("b")  # b dies: what it owed never comes
             pending = [p for p in pending if p[1] != "b"]
-        if peer in alive and s.on_block(peer, cid) is Verdict.WANTED:
+        if peer in alive and s.on_block(peer, cid, now) is Verdict.WANTED:
             received.append(cid)
+            s.stored([cid])
     assert sorted(received, key=want.index) == want
     assert s.delivered("a") > 50 and s.delivered("c") > 50

@@ -6,28 +6,40 @@ the I/O around them:
 
 - Serving: a want-block for a block we hold is answered with the block, a
   want-have with HAVE; for one we lack, DONT_HAVE when the peer asked for it.
-  Replies are split so no message exceeds 4 MiB.
+  Wants wait in a queue per peer, answered in order by one task per peer, a
+  reply of up to 4 MiB at a time; a cancel withdraws a queued want. What a
+  peer can make us hold for serving is bounded: ``MAX_QUEUED_WANTS`` queued
+  wants (more are ignored, as boxo ignores what exceeds its own 1024) and the
+  one reply being sent. Reading a peer's messages never waits for serving
+  it, so two nodes serving each other cannot block each other's reads.
 - Fetching (``fetch_dag``): the root is wanted first; each dag-pb node that
   arrives makes its missing children wanted, so a file streams in order. A
   block is accepted only if its bytes hash to a CID this fetch asked that
   peer for; everything else is an unwanted block and a strike. Accepted
   blocks are stored through one import batch per fetch, committed every few
-  megabytes, so an interrupted fetch resumes from what was verified.
+  megabytes, so an interrupted fetch resumes from what was verified. A block
+  holds its slot in the peer's want window until it is stored, so what a peer
+  can make us buffer is what we asked it for (``window`` blocks per fetch),
+  however slow the disk.
 - A peer that sends malformed or oversized messages, or strikes out, is
   disconnected.
 
-Every task lives in the caller's nursery; fetches have explicit deadlines.
+Every task lives in the caller's nursery (a peer's serve task in that of the
+inbound stream that brought the wants); fetches have explicit deadlines.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from ..storage.cid import CID, DAG_PB
@@ -45,8 +57,7 @@ from .bitswap_wire import (
     WantEntry,
     WantType,
     decode_message,
-    encode_message,
-    frame,
+    encode_frame,
 )
 from .host import peer_of, set_handlers
 from .wants import Verdict, WantScheduler
@@ -62,6 +73,9 @@ ARRIVAL_BATCH = 64  # blocks stored per trip to the worker thread
 MAX_INBOUND_STREAMS = 8  # per peer: kubo uses one, Helia one per message, closed after it
 ASKED_SECONDS = 120.0  # a block we asked for still counts as asked for this long
 ASKED_MEMORY = 4096  # entries per peer before old ones are pruned
+MAX_QUEUED_WANTS = 1024  # per peer: wants not answered yet (boxo's default); more are ignored
+DECODE_IN_THREAD = 64 * 1024  # bytes of messages worth a thread trip: hashing blocks releases the GIL
+SERVE_BATCH = 256  # queued wants looked at per trip to the store: a reply's worth of small blocks
 
 
 class FetchError(Exception):
@@ -72,8 +86,17 @@ class FetchError(Exception):
 class _Fetch:
     scheduler: WantScheduler[ID]
     batch: ImportBatch
-    arrived: trio.MemorySendChannel[tuple[CID, bytes]]
+    arrived: trio.MemorySendChannel[tuple[ID, CID, bytes]]
     peers: set[ID] = field(default_factory=set)
+
+
+@dataclass
+class _ServeQueue:
+    """What one peer asked us for that we have not answered yet, in the order asked."""
+
+    wants: OrderedDict[CID, WantEntry] = field(default_factory=OrderedDict)
+    serving: bool = False  # a task is answering these
+    reply_bytes: int = 0  # block bytes read for the reply being sent
 
 
 class BlockExchange:
@@ -91,6 +114,8 @@ class BlockExchange:
         self._strikes: dict[ID, int] = {}  # unwanted blocks per peer
         self._asked: dict[ID, dict[CID, float]] = {}  # what we asked each peer for, and when
         self._inbound_streams: dict[ID, int] = {}
+        self._serve_queues: dict[ID, _ServeQueue] = {}
+        self.unstored_bytes: dict[ID, int] = {}  # verified blocks from each peer waiting to be stored
         set_handlers(host, PROTOCOLS, self._inbound)
 
     def is_banned(self, peer: ID) -> bool:
@@ -111,32 +136,46 @@ class BlockExchange:
             await stream.reset()
             return
         self._inbound_streams[peer] = self._inbound_streams.get(peer, 0) + 1
-        try:
-            await self._read_messages(peer, stream)
-        finally:
-            self._inbound_streams[peer] -= 1
-            if not self._inbound_streams[peer]:
-                del self._inbound_streams[peer]
+        # The peer's serve task, when this handler starts it, lives in this nursery: leaving it
+        # waits until what the peer asked for is answered (Helia closes a stream after one message).
+        async with trio.open_nursery() as nursery:
+            try:
+                await self._read_messages(peer, stream, nursery)
+            finally:
+                self._inbound_streams[peer] -= 1
+                if not self._inbound_streams[peer]:
+                    del self._inbound_streams[peer]
 
-    async def _read_messages(self, peer: ID, stream: INetStream) -> None:
+    async def _read_messages(self, peer: ID, stream: INetStream, nursery: trio.Nursery) -> None:
         reader = FrameReader()
         while True:
-            data = await stream.read(READ_SIZE)
+            try:
+                data = await stream.read(READ_SIZE)
+            except StreamError:  # closed or reset: the peer's answers go out on our own stream anyway
+                return
             if not data:
                 return
             try:
-                messages = [decode_message(raw) for raw in reader.feed(data)]
+                whole = reader.feed(data)
+                if sum(map(len, whole)) >= DECODE_IN_THREAD:
+                    messages = await trio.to_thread.run_sync(_decode_all, whole)
+                else:
+                    messages = _decode_all(whole)
             except BitswapWireError as exc:
                 await self._drop(peer, f"bad Bitswap message: {exc}")
                 return
             for message in messages:
                 if self.is_banned(peer):
                     return
-                await self._on_message(peer, message)
+                await self._on_message(peer, message, nursery)
 
-    async def _on_message(self, peer: ID, message: BitswapMessage) -> None:
-        if message.wants:
-            await self._serve(peer, message.wants)
+    async def _on_message(self, peer: ID, message: BitswapMessage, nursery: trio.Nursery) -> None:
+        if message.wants or message.full:
+            self._queue_wants(peer, message)
+            queue = self._serve_queues.get(peer)
+            if queue is not None and not queue.serving:
+                queue.serving = True
+                nursery.start_soon(self._serve, peer, queue)
         for cid, data in message.blocks:
             await self._on_block(peer, cid, data)
         for cid, presence in message.presences:
@@ -144,29 +183,74 @@ class BlockExchange:
                 fetch.scheduler.on_presence(peer, cid, presence == Presence.HAVE)
         await self._enforce_strikes()
 
-    async def _serve(self, peer: ID, wants: list[WantEntry]) -> None:
-        reply = BitswapMessage()
+    def _queue_wants(self, peer: ID, message: BitswapMessage) -> None:
+        queue = self._serve_queues.setdefault(peer, _ServeQueue())
+        if message.full:  # the peer's whole want list: what is not on it is no longer wanted
+            queue.wants.clear()
+        ignored = 0
+        for want in message.wants:
+            if want.cancel:
+                queue.wants.pop(want.cid, None)
+            elif want.cid in queue.wants or len(queue.wants) < MAX_QUEUED_WANTS:
+                queue.wants[want.cid] = want  # a repeated want keeps its place in line
+            else:
+                ignored += 1
+        if ignored:
+            log.info("want queue full", extra={"fields": {"peer": str(peer), "ignored": ignored}})
+        if not queue.wants and not queue.serving:
+            del self._serve_queues[peer]
+
+    async def _serve(self, peer: ID, queue: _ServeQueue) -> None:
+        """Answer the peer's queued wants in order, one reply of up to REPLY_BUDGET at a time."""
+        try:
+            while queue.wants:
+                looked_at = list(itertools.islice(queue.wants.values(), SERVE_BATCH))
+                answers = await trio.to_thread.run_sync(self._answer, looked_at)
+                reply = BitswapMessage()
+                for want, answer in answers:
+                    if queue.wants.get(want.cid) is not want:
+                        continue  # cancelled, or asked again differently, while we read it
+                    del queue.wants[want.cid]
+                    if isinstance(answer, bytes):
+                        reply.blocks.append((want.cid, answer))
+                        queue.reply_bytes += len(answer)
+                    elif answer is not None:
+                        reply.presences.append((want.cid, answer))
+                if not reply.is_empty():
+                    await self.send(peer, reply)
+                    self.blocks_served += len(reply.blocks)
+                    self.bytes_served += queue.reply_bytes
+                queue.reply_bytes = 0
+        except Exception as exc:
+            log.info("serving stopped", extra={"fields": {"peer": str(peer), "error": repr(exc)}})
+        finally:
+            # All answered, or the peer went away or stopped reading: either way, forget it.
+            queue.wants.clear()
+            queue.reply_bytes = 0
+            del self._serve_queues[peer]
+
+    def _answer(self, wants: list[WantEntry]) -> list[tuple[WantEntry, bytes | Presence | None]]:
+        """Answers to the first of ``wants`` (in a worker thread), as many as fit in one reply:
+        the block, HAVE, DONT_HAVE, or None for a block we lack that the peer wants no word about."""
+        answers: list[tuple[WantEntry, bytes | Presence | None]] = []
         size = 0
         for want in wants:
-            if want.cancel:
-                continue  # we answer at once, so there is never a queued answer to withdraw
-            block = await trio.to_thread.run_sync(self._block_or_none, want.cid)
+            block = self._block_or_none(want.cid)
             if block is None:
-                if want.send_dont_have:
-                    reply.presences.append((want.cid, Presence.DONT_HAVE))
-                continue
-            if want.want_type == WantType.HAVE:
-                reply.presences.append((want.cid, Presence.HAVE))
-                continue
-            if size + len(block) > REPLY_BUDGET and reply.blocks:
-                await self.send(peer, reply)
-                reply, size = BitswapMessage(), 0
-            reply.blocks.append((want.cid, block))
-            size += len(block)
-            self.blocks_served += 1
-            self.bytes_served += len(block)
-        if not reply.is_empty():
-            await self.send(peer, reply)
+                answers.append((want, Presence.DONT_HAVE if want.send_dont_have else None))
+            elif want.want_type == WantType.HAVE:
+                answers.append((want, Presence.HAVE))
+            elif size + len(block) > REPLY_BUDGET and size:
+                break  # the next reply starts with it (read again then: reads are cheap, memory is not)
+            else:
+                answers.append((want, block))
+                size += len(block)
+        return answers
+
+    def serve_backlog(self, peer: ID) -> tuple[int, int]:
+        """Wants of ``peer`` waiting for an answer, and block bytes held for the reply being sent."""
+        queue = self._serve_queues.get(peer)
+        return (len(queue.wants), queue.reply_bytes) if queue is not None else (0, 0)
 
     def _block_or_none(self, cid: CID) -> bytes | None:
         try:
@@ -176,11 +260,13 @@ class BlockExchange:
 
     async def _on_block(self, peer: ID, cid: CID, data: bytes) -> None:
         verdicts = []
+        now = trio.current_time()
         for fetch in list(self._fetches):
-            verdict = fetch.scheduler.on_block(peer, cid)
+            verdict = fetch.scheduler.on_block(peer, cid, now)
             verdicts.append(verdict)
             if verdict is Verdict.WANTED:
-                fetch.arrived.send_nowait((cid, data))
+                fetch.arrived.send_nowait((peer, cid, data))
+                self.unstored_bytes[peer] = self.unstored_bytes.get(peer, 0) + len(data)
         asked = cid.to_v1() in self._asked.get(peer, {})
         if not asked and all(v is Verdict.UNWANTED for v in verdicts):
             # Nobody asked this peer for it: unsolicited, or corrupt (its bytes hash to something
@@ -219,7 +305,7 @@ class BlockExchange:
     async def send(self, peer: ID, message: BitswapMessage) -> None:
         """Send on our own stream to ``peer``, opening it on first use. Helia resets a stream that
         stays idle for 10 s, so a write that fails on an old stream is retried once on a new one."""
-        payload = frame(encode_message(message))
+        payload = encode_frame(message)
         lock = self._send_locks.setdefault(peer, trio.Lock())
         async with lock:
             for attempt in (1, 2):
@@ -302,7 +388,7 @@ class BlockExchange:
         if not peers:
             raise FetchError(f"no peers to fetch {missing[0]} from")
         what = root or missing[0]
-        send_arrival, receive_arrival = trio.open_memory_channel[tuple[CID, bytes]](float("inf"))
+        send_arrival, receive_arrival = trio.open_memory_channel[tuple[ID, CID, bytes]](float("inf"))
         scheduler: WantScheduler[ID] = WantScheduler(window=window, timeout=timeout)
         fetch = _Fetch(scheduler, self.store.new_batch(), send_arrival, set(peers))
         for peer in peers:
@@ -310,7 +396,7 @@ class BlockExchange:
         scheduler.want(missing)
         self._fetches.append(fetch)
         fetched = 0
-        pending_bytes = 0
+        uncommitted_bytes = 0
         try:
             last_progress = trio.current_time()
             # Arrivals are queued by the inbound handler after the scheduler counted them: drain them too.
@@ -326,28 +412,34 @@ class BlockExchange:
                             f"no peer has {len(unavailable)} blocks of {what}, e.g. {next(iter(unavailable))}"
                         )
                 wait = 1.0 if deadline is None else max(0.01, min(1.0, deadline - trio.current_time()))
+                arrivals = []
                 with trio.move_on_after(wait):
-                    arrivals = [await receive_arrival.receive()]
-                    while len(arrivals) < ARRIVAL_BATCH:  # take what else is waiting: one thread trip for all
-                        try:
-                            arrivals.append(receive_arrival.receive_nowait())
-                        except trio.WouldBlock:
-                            break
+                    arrivals.append(await receive_arrival.receive())
+                while arrivals and len(arrivals) < ARRIVAL_BATCH:  # what else is waiting: one thread trip for all
+                    try:
+                        arrivals.append(receive_arrival.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if arrivals:
                     last_progress = trio.current_time()
-                    new_wants = await trio.to_thread.run_sync(self._store_arrivals, fetch.batch, arrivals, expand)
+                    try:
+                        new_wants = await trio.to_thread.run_sync(self._store_arrivals, fetch.batch, arrivals, expand)
+                    finally:
+                        self._release_unstored(arrivals)
+                    scheduler.stored(cid for _, cid, _ in arrivals)
                     scheduler.want(new_wants)
-                    for cid, data in arrivals:
+                    for _, cid, data in arrivals:
                         fetched += 1
                         self.blocks_fetched += 1
                         self.bytes_fetched += len(data)
-                        pending_bytes += len(data)
+                        uncommitted_bytes += len(data)
                         if on_block is not None:
                             on_block(cid, len(data))
-                    if pending_bytes >= COMMIT_EVERY:
+                    if uncommitted_bytes >= COMMIT_EVERY:
                         # Committed blocks survive a crash, so a restarted fetch resumes from here.
                         await trio.to_thread.run_sync(fetch.batch.commit)
                         fetch.batch = self.store.new_batch()
-                        pending_bytes = 0
+                        uncommitted_bytes = 0
                 if trio.current_time() - last_progress > idle_limit:
                     raise FetchError(f"no block of {what} arrived for {idle_limit:.0f} s")
             final = fetch.batch
@@ -355,9 +447,18 @@ class BlockExchange:
         finally:
             fetch.batch.abort()  # a no-op once committed
             self._fetches.remove(fetch)
+            self._release_unstored(_drain(receive_arrival))  # what arrived after an error is not kept
             for peer, cids in scheduler.take_cancels().items():
                 await self._send_cancels(peer, cids)
         return fetched
+
+    def _release_unstored(self, arrivals: list[tuple[ID, CID, bytes]]) -> None:
+        for peer, _, data in arrivals:
+            left = self.unstored_bytes[peer] - len(data)
+            if left:
+                self.unstored_bytes[peer] = left
+            else:
+                del self.unstored_bytes[peer]
 
     def _remember_asked(self, peer: ID, cids: list[CID], now: float) -> None:
         asked = self._asked.setdefault(peer, {})
@@ -368,11 +469,11 @@ class BlockExchange:
             asked[cid.to_v1()] = now
 
     def _store_arrivals(
-        self, batch: ImportBatch, arrivals: list[tuple[CID, bytes]], expand: Callable[[CID], bool]
+        self, batch: ImportBatch, arrivals: list[tuple[ID, CID, bytes]], expand: Callable[[CID], bool]
     ) -> list[CID]:
         """Store verified blocks (in a worker thread); return the children now wanted."""
         wanted = []
-        for cid, data in arrivals:
+        for _, cid, data in arrivals:
             # The CID was computed from these bytes when the message was decoded, and matched
             # what was asked: verified once, not hashed a second time here.
             batch.put_hashed(cid, data)
@@ -420,6 +521,19 @@ def _nothing(cid: CID) -> bool:
 
 def _dag_pb_only(cid: CID) -> bool:
     return cid.codec == DAG_PB
+
+
+def _decode_all(raws: list[bytes]) -> list[BitswapMessage]:
+    return [decode_message(raw) for raw in raws]
+
+
+def _drain(channel: trio.MemoryReceiveChannel[tuple[ID, CID, bytes]]) -> list[tuple[ID, CID, bytes]]:
+    items = []
+    while True:
+        try:
+            items.append(channel.receive_nowait())
+        except trio.WouldBlock:
+            return items
 
 
 def _children(cid: CID, data: bytes) -> list[CID]:

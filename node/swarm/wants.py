@@ -8,8 +8,10 @@ without sockets, the way h11 keeps HTTP.
 Policy:
 - Wants are served in the order given (a seek gets a fetch of its own for
   the blocks under the range, so it does not wait behind a whole file).
-- Each peer has a window of want-blocks in flight, so its connection stays
-  busy; different blocks go to different peers, so several providers add up.
+- Each peer has a window of blocks asked for and not yet stored (``stored``
+  frees a slot, not the arrival), so its connection stays busy while what a
+  peer can make us hold is bounded by what we asked it for, however slow the
+  disk; different blocks go to different peers, so several providers add up.
 - A peer that said DONT_HAVE for a block is not asked for it again; one that
   said HAVE is preferred.
 - A want-block unanswered after ``timeout`` goes back to the queue (to a
@@ -19,8 +21,12 @@ Policy:
   the peer is the exchange's job, since only it sees every fetch. Here a
   peer's strikes are its timeouts: ``max_strikes`` and it is to be dropped.
 - Endgame: when nothing is left to assign but blocks are still in flight, idle
-  peers are asked for them too; the first copy wins and the others get a
-  cancel. A provider that dies mid-transfer then costs one timeout at most.
+  peers are asked for them too once they have waited twice as long as blocks
+  typically take to arrive (at once before any has arrived); the first copy
+  wins and the others get a cancel. Asking at once would make equally fast
+  providers send the file's last window twice; waiting that long still gets
+  the blocks a dead provider owes from another within a fraction of a second
+  once nothing else is left to ask for, rather than after a timeout.
 """
 
 from __future__ import annotations
@@ -51,10 +57,17 @@ class Request(Generic[Peer]):
 @dataclass
 class _PeerState:
     in_flight: dict[CID, float] = field(default_factory=dict)  # cid -> when asked
+    unstored: set[CID] = field(default_factory=set)  # arrived from this peer, not stored yet
     has: set[CID] = field(default_factory=set)
     lacks: set[CID] = field(default_factory=set)
     strikes: int = 0
     delivered: int = 0
+
+
+# Weight of the newest arrival in the typical wait (as TCP smooths its round-trip time).
+WAIT_SMOOTHING = 1 / 8
+# In endgame a block is asked of a second peer once it has waited this many typical waits.
+OVERDUE_FACTOR = 2.0
 
 
 class WantScheduler(Generic[Peer]):
@@ -64,6 +77,8 @@ class WantScheduler(Generic[Peer]):
         self.max_strikes = max_strikes
         self._queue: OrderedDict[CID, None] = OrderedDict()  # wanted, not in flight anywhere
         self._wanted: set[CID] = set()  # everything wanted and not yet received
+        self._unstored: dict[CID, Peer] = {}  # arrived, not stored yet: whose window it holds
+        self._typical_wait: float | None = None  # from asking a peer to its block arriving
         self._peers: dict[Peer, _PeerState] = {}
         self._cancels: dict[Peer, list[CID]] = {}
         self._to_drop: list[Peer] = []
@@ -97,21 +112,26 @@ class WantScheduler(Generic[Peer]):
         if state.in_flight.pop(cid, None) is not None and cid in self._wanted:
             self._requeue({cid: 0.0})
 
-    def on_block(self, peer: Peer, cid: CID) -> Verdict:
-        """A block arrived from ``peer``; ``cid`` is what its bytes hash to."""
+    def on_block(self, peer: Peer, cid: CID, now: float) -> Verdict:
+        """A block arrived from ``peer``; ``cid`` is what its bytes hash to. A WANTED block keeps
+        its slot in the peer's window until ``stored``."""
         cid = cid.to_v1()
         state = self._peers.get(peer)
-        asked = state is not None and state.in_flight.pop(cid, None) is not None
+        asked_at = state.in_flight.pop(cid, None) if state is not None else None
         if cid in self._wanted:
             self._wanted.discard(cid)
             self._queue.pop(cid, None)
             if state is not None:
                 state.delivered += 1
+                state.unstored.add(cid)
+                self._unstored[cid] = peer
+            if asked_at is not None:
+                self._note_wait(now - asked_at)
             for other, other_state in self._peers.items():
                 if other_state.in_flight.pop(cid, None) is not None:
                     self._cancels.setdefault(other, []).append(cid)
             return Verdict.WANTED
-        if asked:
+        if asked_at is not None:
             return Verdict.DUPLICATE
         # Unwanted here; whether that is the peer's fault depends on the other fetches
         # sharing the connection, so the exchange keeps that count.
@@ -145,7 +165,7 @@ class WantScheduler(Generic[Peer]):
             for cid in taken:
                 del self._queue[cid]
             if not self._queue:
-                self._endgame(peers, assigned)
+                self._endgame(peers, assigned, now)
         requests = []
         for peer, cids in assigned.items():
             state = self._peers[peer]
@@ -153,6 +173,14 @@ class WantScheduler(Generic[Peer]):
                 state.in_flight[cid] = now
             requests.append(Request(peer, cids))
         return requests
+
+    def stored(self, cids: Iterable[CID]) -> None:
+        """These arrived blocks are stored: the slots they held in their peers' windows are free."""
+        for cid in cids:
+            peer = self._unstored.pop(cid.to_v1(), None)
+            state = self._peers.get(peer) if peer is not None else None
+            if state is not None:
+                state.unstored.discard(cid.to_v1())
 
     def take_cancels(self) -> dict[Peer, list[CID]]:
         cancels, self._cancels = self._cancels, {}
@@ -177,9 +205,16 @@ class WantScheduler(Generic[Peer]):
         return {c for c in self._wanted if all(c in s.lacks for s in self._peers.values())}
 
     def next_deadline(self) -> float | None:
-        """When the oldest request in flight times out (for the exchange's sleep)."""
+        """When ``next_requests`` next has something to do without an arrival (for the exchange's
+        sleep): the oldest request in flight times out, or in endgame one becomes overdue."""
         times = [t for s in self._peers.values() for t in s.in_flight.values()]
-        return min(times) + self.timeout if times else None
+        if not times:
+            return None
+        deadline = min(times) + self.timeout
+        if not self._queue:
+            overdue = [asked_at + self._overdue_after() for asked_at, _ in self._endgame_candidates()]
+            deadline = min([deadline, *overdue])
+        return deadline
 
     def delivered(self, peer: Peer) -> int:
         state = self._peers.get(peer)
@@ -192,7 +227,8 @@ class WantScheduler(Generic[Peer]):
         return cid in state.has, -state.strikes, room[peer]
 
     def _free(self, peer: Peer) -> int:
-        return self.window - len(self._peers[peer].in_flight)
+        state = self._peers[peer]
+        return self.window - len(state.in_flight) - len(state.unstored)
 
     def _may_ask(self, peer: Peer, cid: CID) -> bool:
         state = self._peers[peer]
@@ -201,16 +237,36 @@ class WantScheduler(Generic[Peer]):
     def _ranked_peers(self) -> list[Peer]:
         return sorted(self._peers, key=lambda p: (self._peers[p].strikes, -self._peers[p].delivered))
 
-    def _endgame(self, peers: list[Peer], assigned: dict[Peer, list[CID]]) -> None:
-        waiting = sorted(
-            ((t, cid) for s in self._peers.values() for cid, t in s.in_flight.items()), key=lambda item: item[0]
-        )
-        for _, cid in waiting:
+    def _endgame(self, peers: list[Peer], assigned: dict[Peer, list[CID]], now: float) -> None:
+        overdue_after = self._overdue_after()
+        for asked_at, cid in self._endgame_candidates():
+            if now - asked_at < overdue_after:
+                break  # the candidates come oldest first
             for peer in peers:
                 if self._free(peer) > len(assigned.get(peer, [])) and self._may_ask(peer, cid):
                     if cid not in assigned.get(peer, []):
                         assigned.setdefault(peer, []).append(cid)
                     break
+
+    def _endgame_candidates(self) -> list[tuple[float, CID]]:
+        """Blocks in flight that some other peer with a free slot could be asked for, oldest first."""
+        free = [p for p in self._peers if self._free(p) > 0]
+        waiting = [
+            (asked_at, cid)
+            for peer, state in self._peers.items()
+            for cid, asked_at in state.in_flight.items()
+            if any(other != peer and self._may_ask(other, cid) for other in free)
+        ]
+        return sorted(waiting, key=lambda item: item[0])
+
+    def _overdue_after(self) -> float:
+        return 0.0 if self._typical_wait is None else OVERDUE_FACTOR * self._typical_wait
+
+    def _note_wait(self, seconds: float) -> None:
+        if self._typical_wait is None:
+            self._typical_wait = seconds
+        else:
+            self._typical_wait += WAIT_SMOOTHING * (seconds - self._typical_wait)
 
     def _expire(self, now: float) -> None:
         for peer, state in list(self._peers.items()):
