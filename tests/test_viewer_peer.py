@@ -114,7 +114,7 @@ def test_two_viewers_at_once_both_get_the_verified_file(tmp_path: Path) -> None:
     watchers = [start_watch(d, hub.url, cid, "--exit-when-done") for d in dirs]
     try:
         results = [saved_line(w) for w in watchers]
-        assert [stop(w) for w in watchers] == [0, 0]
+        assert [w.wait(timeout=DEADLINE) for w in watchers] == [0, 0]  # --exit-when-done: they end on their own
     finally:
         for w in watchers:
             stop(w)
