@@ -167,8 +167,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
         lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID", f"peer id: {node['peer_id']}"]
         lines += [f"swarm: {addr}" for addr in node["swarm"]]
         if demo is not None:
-            info["demo"] = {"cid": str(demo[0]), "url": f"{base}/ipfs/{demo[0]}"}
+            info["demo"] = {"cid": str(demo[0]), "url": f"{base}/ipfs/{demo[0]}", "watch": f"{base}/watch/{demo[0]}"}
             lines.append(f"demo clip: {base}/ipfs/{demo[0]}")
+            lines.append(f"watch it (viewers share it with each other): {base}/watch/{demo[0]}")
         lines.append("stop with Ctrl-C")
         out.result(info, "\n".join(lines))
         sys.stdout.flush()

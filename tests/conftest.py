@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,6 +124,7 @@ class Served:
         if not line:
             raise RuntimeError(f"serve did not start: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
         ready = json.loads(line)
+        self.ready: dict[str, Any] = ready
         self.url: str = ready["gateway"]
         self.peer_id: str = ready["peer_id"]
         self.swarm_addrs: list[str] = ready["swarm"]

@@ -65,6 +65,22 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, li
     served.stop()
 
 
+def test_serve_demo_prints_a_playable_clip_and_its_watch_page(tmp_path: Path) -> None:
+    """The README's first command: ``serve --demo`` adds a clip and prints where to play and watch it."""
+    served = Served(tmp_path / "node", args=("--no-dht", "--demo"))
+    try:
+        demo = served.ready["demo"]
+        clip = httpx.get(demo["url"])
+        assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4" and len(clip.content) > 100_000
+        page = httpx.get(demo["watch"])
+        assert page.status_code == 200 and "/watch/player/player.js" in page.text
+        assert demo["watch"] == f"{served.url}/watch/{demo['cid']}"
+        feed = httpx.get(f"{served.url}/api/v1/feed").json()["clips"]
+        assert [c["cid"] for c in feed] == [demo["cid"]] and feed[0]["type"] == "video/mp4"
+    finally:
+        served.stop()
+
+
 def open_viewer(browser, url: str, init_script: str | None = None):  # type: ignore[no-untyped-def]
     """A page in its own browser context (its own Service Worker and cache), as a separate viewer is."""
     context = browser.new_context()
