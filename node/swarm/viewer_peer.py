@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-import msgpack
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from ..storage.cid import CID, DAG_PB
 from ..storage.dagpb import DagPBError, decode_node
 from ..storage.errors import StoreError
-from ..storage.layout import NotAFileError, walk_file
+from ..storage.layout import FileLayout, NotAFileError, walk_file
 from ..storage.store import BlockStore
 from ..storage.unixfs import UnixFSError, decode_unixfs
 from .rtc_bridge import ChannelClosed, ChannelMessage, ChannelOpen, RtcBridge, RtcError, RtcPeer, open_rtc_bridge
@@ -66,12 +65,18 @@ from .viewer_protocol import (
     Cancel,
     HaveAll,
     HaveOne,
+    HubError,
+    Introduction,
     PeerMessage,
+    PeersList,
     PieceChunk,
     ProtocolError,
     Reject,
     Request,
+    Signal,
+    Welcome,
     bitfield,
+    decode_hub_message,
     decode_peer_message,
     encode_peer_message,
     pack,
@@ -135,18 +140,19 @@ def _clip_from_walk(root: CID, blocks: dict[CID, bytes]) -> Clip:
         raise ViewerError(str(exc)) from None
     except (UnixFSError, DagPBError) as exc:
         raise ViewerError(f"{root} is not a well-formed file: {exc}") from None
-    pieces = [
-        Piece(leaf.cid, len(blocks[leaf.cid]) if leaf.embedded else leaf.size, leaf.offset, leaf.embedded)
-        for leaf in layout.leaves
-    ]
-    return Clip(root, layout.size, pieces)
+    return _clip(root, layout, lambda cid: len(blocks[cid]))
 
 
 def clip_from_store(store: BlockStore, root: CID) -> Clip:
     """The clip of a file in the store (raises ``StoreError``, ``NotAFileError`` or ``UnixFSError``)."""
     layout, _ = store.layout(root)
+    return _clip(root, layout, lambda cid: len(store.get_block(cid)))
+
+
+def _clip(root: CID, layout: FileLayout, block_size: Callable[[CID], int]) -> Clip:
+    """A piece per leaf; a dag-pb leaf's piece is its whole block, so its size is asked of ``block_size``."""
     pieces = [
-        Piece(leaf.cid, len(store.get_block(leaf.cid)) if leaf.embedded else leaf.size, leaf.offset, leaf.embedded)
+        Piece(leaf.cid, block_size(leaf.cid) if leaf.embedded else leaf.size, leaf.offset, leaf.embedded)
         for leaf in layout.leaves
     ]
     return Clip(root, layout.size, pieces)
@@ -313,78 +319,6 @@ class StorePieces:
 
 
 # ---------------------------------------------------------------- hub messages
-
-
-@dataclass(frozen=True, slots=True)
-class Introduction:
-    id: str
-    have: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    id: str
-    peers: list[Introduction]
-    ice: list[str]
-
-
-@dataclass(frozen=True, slots=True)
-class PeersList:
-    peers: list[Introduction]
-
-
-@dataclass(frozen=True, slots=True)
-class Signal:
-    sender: str
-    data: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class HubError:
-    reason: str
-
-
-HubMessage = Welcome | PeersList | Signal | HubError
-
-
-def decode_hub_message(data: bytes | str) -> HubMessage:
-    """A message from the hub, checked (the hub -> viewer half of the signaling protocol)."""
-    if not isinstance(data, bytes) or len(data) > MAX_SIGNAL:
-        raise ProtocolError("hub messages are binary msgpack of at most MAX_SIGNAL bytes")
-    try:
-        message = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(f"not msgpack: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError("a hub message is a map")
-    kind = message.get("t")
-    if kind == "welcome":
-        viewer_id, ice = message.get("id"), message.get("ice", [])
-        if not isinstance(viewer_id, str) or not isinstance(ice, list) or not all(isinstance(u, str) for u in ice):
-            raise ProtocolError("'welcome' needs a string 'id' and a list of STUN urls 'ice'")
-        return Welcome(viewer_id, _introductions(message), ice)
-    if kind == "peers":
-        return PeersList(_introductions(message))
-    if kind == "signal":
-        sender, payload = message.get("from"), message.get("data")
-        if not isinstance(sender, str) or not isinstance(payload, dict):
-            raise ProtocolError("'signal' needs 'from' and a map 'data'")
-        return Signal(sender, payload)
-    if kind == "error":
-        return HubError(str(message.get("reason", "")))
-    raise ProtocolError(f"unknown hub message {kind!r}")
-
-
-def _introductions(message: dict[str, Any]) -> list[Introduction]:
-    peers = message.get("peers", [])
-    if not isinstance(peers, list):
-        raise ProtocolError("'peers' is a list")
-    out = []
-    for peer in peers:
-        if not isinstance(peer, dict) or not isinstance(peer.get("id"), str) or not isinstance(peer.get("have"), bytes):
-            raise ProtocolError("a peer is {id, have}")
-        out.append(Introduction(peer["id"], peer["have"]))
-    return out
 
 
 def hub_url(gateway: str, root: CID) -> str:

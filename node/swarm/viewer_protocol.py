@@ -81,7 +81,8 @@ Failure handling
     peers.
 
 This module holds the constants and the codecs (msgpack <-> checked
-dataclasses) shared by the hub and the Python viewer; it does no I/O.
+dataclasses) of both directions, shared by the hub and the Python viewer;
+it does no I/O.
 """
 
 from __future__ import annotations
@@ -217,6 +218,71 @@ def decode_signal(data: bytes) -> SignalFromViewer:
             raise ProtocolError("byte counts are not negative")
         return Stats(peer, http)
     raise ProtocolError(f"unknown signaling message {kind!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    id: str
+    have: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    id: str
+    peers: list[Introduction]
+    ice: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PeersList:
+    peers: list[Introduction]
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    sender: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HubError:
+    reason: str
+
+
+HubMessage = Welcome | PeersList | Signal | HubError
+
+
+def decode_hub_message(data: bytes | str) -> HubMessage:
+    """A message from the hub to a viewer, checked."""
+    if not isinstance(data, bytes):
+        raise ProtocolError("hub messages are binary msgpack")
+    message = _unpack(data, MAX_SIGNAL)
+    kind = message["t"]
+    if kind == "welcome":
+        viewer_id, ice = message.get("id"), message.get("ice", [])
+        if not isinstance(viewer_id, str) or not isinstance(ice, list) or not all(isinstance(u, str) for u in ice):
+            raise ProtocolError("'welcome' needs a string 'id' and a list of STUN urls 'ice'")
+        return Welcome(viewer_id, _introductions(message), ice)
+    if kind == "peers":
+        return PeersList(_introductions(message))
+    if kind == "signal":
+        sender: str = _field(message, "from", str)
+        return Signal(sender, _field(message, "data", dict))
+    if kind == "error":
+        return HubError(str(message.get("reason", "")))
+    raise ProtocolError(f"unknown hub message {kind!r}")
+
+
+def _introductions(message: dict[str, Any]) -> list[Introduction]:
+    peers = message.get("peers", [])
+    if not isinstance(peers, list):
+        raise ProtocolError("'peers' is a list")
+    out = []
+    for peer in peers:
+        if not isinstance(peer, dict) or not isinstance(peer.get("id"), str) or not isinstance(peer.get("have"), bytes):
+            raise ProtocolError("a peer is {id, have}")
+        out.append(Introduction(peer["id"], peer["have"]))
+    return out
 
 
 # ---------------------------------------------------------------- data channel
