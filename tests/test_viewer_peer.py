@@ -18,9 +18,8 @@ from typing import Any
 
 import httpx
 import trio
-from test_watch import CHROMIUM, STATE, WEBRTC_ARGS
 
-from conftest import REPO, Node, Served, free_port, gen
+from conftest import CHROMIUM, CHROMIUM_ARGS, REPO, Node, Served, free_port, gen
 from node.config import ViewersConfig
 from node.demo import make_demo_clip
 from node.storage.cid import CID
@@ -37,6 +36,7 @@ from node.swarm.viewer_peer import (
     watch_file,
 )
 from node.swarm.viewer_seeder import run_seeder
+from test_watch import STATE
 
 CLIP_SIZE = 6 * 1024 * 1024 + 12345  # 25 pieces of 256 KiB, the last one short
 DEADLINE = 60.0
@@ -276,7 +276,7 @@ def test_python_and_browser_viewers_trade_pieces_both_ways(tmp_path: Path) -> No
     try:
         wait_for_viewers(hub.url, cid, 1)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS, headless=True)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
             page = browser.new_context().new_page()
             page.goto(f"{hub.url}/watch/{cid}")
             deadline = time.monotonic() + DEADLINE

@@ -18,10 +18,7 @@ import pytest
 
 from conftest import Node, Served, free_port
 from node.demo import make_demo_clip
-from test_browser import CHROMIUM, CHROMIUM_ARGS
 
-# Chromium hides local addresses behind mDNS names and skips loopback unless told.
-WEBRTC_ARGS = [*CHROMIUM_ARGS, "--disable-features=WebRtcHideLocalIpsWithMdns", "--allow-loopback-in-peer-connection"]
 STATE = """() => {
   const s = window.medianodeWatch, v = document.getElementById('video'), c = s && s.clip;
   return {mode: s && s.mode, error: s && s.error, t: v.currentTime, ended: v.ended, mediaError: v.error && v.error.code,
@@ -39,18 +36,6 @@ COUNT_PEER_CONNECTIONS = """
   const Original = window.RTCPeerConnection;
   window.RTCPeerConnection = function (...args) { window.peerConnectionsMade++; return new Original(...args); };
 """
-
-
-@pytest.fixture(scope="module")
-def browser():  # type: ignore[no-untyped-def]
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=WEBRTC_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
