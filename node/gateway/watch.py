@@ -44,6 +44,8 @@ class ClipList:
 
     def clips(self) -> list[dict[str, Any]]:
         pins = sorted(self.store.pins(), key=lambda pin: pin[2], reverse=True)
+        for forgotten in self._types.keys() - {cid for cid, _, _ in pins}:
+            del self._types[forgotten]  # unpinned since: remembered no longer
         found = []
         for cid, name, pinned_at in pins:
             mime = self._media_type(cid, name)
