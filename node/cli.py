@@ -153,7 +153,7 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
 
     gateway = parse_listen(args.gateway) if args.gateway else None
     config = with_overrides(
-        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=not args.no_mdns
+        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=args.mdns
     )
     demo: tuple[CID, int] | None = None
     if args.demo:
@@ -641,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MULTIADDR",
-        help="libp2p listen address, repeatable (default from config: /ip4/0.0.0.0/tcp/4001)",
+        help="libp2p listen address, repeatable (default from config: /ip4/127.0.0.1/tcp/4001)",
     )
     p.add_argument(
         "--bootstrap",
@@ -651,7 +651,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer to stay connected to, repeatable",
     )
     p.add_argument("--no-dht", action="store_true", help="neither announce nor look up providers in the DHT")
-    p.add_argument("--no-mdns", action="store_true", help="do not find or announce peers on the LAN over mDNS")
+    mdns = p.add_mutually_exclusive_group()
+    mdns.add_argument(
+        "--mdns", dest="mdns", action="store_true", default=None, help="find and announce peers on the LAN over mDNS"
+    )
+    mdns.add_argument(
+        "--no-mdns", dest="mdns", action="store_false", help="no mDNS (the default, unless the config says)"
+    )
 
     command("id", cmd_id, "this node's peer ID and swarm addresses")
     command("peers", cmd_peers, "peers the running node is connected to")

@@ -18,6 +18,8 @@ from .storage.importer import DEFAULT_CHUNK_SIZE, check_chunk_size
 from .storage.store import StoreConfig
 
 CONFIG_NAME = "config.toml"
+# Loopback until the operator says where to be reachable: a first run sends nothing beyond this machine.
+DEFAULT_SWARM_LISTEN = "/ip4/127.0.0.1/tcp/4001"
 
 DEFAULT_CONFIG = """\
 # medianode configuration. Sizes take a unit: B, KiB, MiB, GiB, TiB (or KB, MB, GB, TB).
@@ -43,14 +45,16 @@ max_upload = "4GiB"
 
 [swarm]
 # libp2p listen addresses (TCP; Noise and Yamux only). medianode serve --listen overrides.
-listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Loopback only until you choose: to be reachable by other nodes, listen on a public address
+# or on every interface, e.g. ["/ip4/0.0.0.0/tcp/4001"].
+listen = ["/ip4/127.0.0.1/tcp/4001"]
 # Peers to stay connected to, as /ip4/HOST/tcp/PORT/p2p/PEERID (--bootstrap adds to them).
 bootstrap = []
 # Announce roots and pins in the IPFS DHT and look up providers there (--no-dht turns it off).
 dht = true
-# Find and connect to other nodes on the local network over multicast DNS (--no-mdns turns it off).
-# It joins the mDNS group on every interface when listening on 0.0.0.0.
-mdns = true
+# Find and connect to other nodes on the local network over multicast DNS (serve --mdns turns it on).
+# Off by default: it announces this node on every interface of the machine.
+mdns = false
 # Seconds between looks for content added since the last announcement (by add, uploads, imports).
 announce_new_every = 30
 
@@ -132,7 +136,7 @@ class SwarmConfig:
     replication_interval: float = 60.0
     dht: bool = True
     announce_new_every: float = 30.0
-    mdns: bool = True
+    mdns: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class NodeConfig:
     store: StoreConfig
     chunk_size: int
     gateway: GatewayConfig
-    swarm: SwarmConfig = SwarmConfig(("/ip4/0.0.0.0/tcp/4001",), ())
+    swarm: SwarmConfig = SwarmConfig((DEFAULT_SWARM_LISTEN,), ())
     viewers: ViewersConfig = ViewersConfig()
 
 
@@ -195,13 +199,13 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
         swarm_section = raw.get("swarm", {})
         replication = raw.get("replication", {})
         swarm = SwarmConfig(
-            tuple(str(a) for a in swarm_section.get("listen", ["/ip4/0.0.0.0/tcp/4001"])),
+            tuple(str(a) for a in swarm_section.get("listen", [DEFAULT_SWARM_LISTEN])),
             tuple(str(a) for a in swarm_section.get("bootstrap", [])),
             tuple(str(a) for a in replication.get("peers", [])),
             float(replication.get("interval", 60)),
             bool(swarm_section.get("dht", True)),
             float(swarm_section.get("announce_new_every", 30)),
-            bool(swarm_section.get("mdns", True)),
+            bool(swarm_section.get("mdns", False)),
         )
         viewers = _viewers_config(raw.get("viewers", {}))
     except (TypeError, ValueError) as exc:

@@ -120,7 +120,7 @@ def with_overrides(
     listen: list[str],
     bootstrap: list[str],
     dht: bool = True,
-    mdns: bool = True,
+    mdns: bool | None = None,
 ) -> NodeConfig:
     """The config with ``serve``'s command-line options applied."""
     if gateway is not None:
@@ -132,6 +132,6 @@ def with_overrides(
         swarm = replace(swarm, bootstrap=swarm.bootstrap + tuple(bootstrap))
     if not dht:
         swarm = replace(swarm, dht=False)
-    if not mdns:
-        swarm = replace(swarm, mdns=False)
+    if mdns is not None:  # --mdns / --no-mdns; otherwise the config decides
+        swarm = replace(swarm, mdns=mdns)
     return replace(config, swarm=swarm)

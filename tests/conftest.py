@@ -99,7 +99,7 @@ def node(tmp_path: Path) -> Node:
 
 class Served:
     """A real ``medianode serve`` process on 127.0.0.1 with a free port; mDNS off unless ``mdns``
-    (it would multicast on the machine's interfaces); ``prefix`` runs it under another command,
+    (it multicasts on the machine's interfaces); ``prefix`` runs it under another command,
     ``args`` are more options for ``serve``."""
 
     def __init__(
@@ -117,7 +117,7 @@ class Served:
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
-             "--listen", listen, *peers, *([] if mdns else ["--no-mdns"]), *args, "--json"],
+             "--listen", listen, *peers, "--mdns" if mdns else "--no-mdns", *args, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
         assert self.proc.stdout is not None
