@@ -655,9 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     mdns.add_argument(
         "--mdns", dest="mdns", action="store_true", default=None, help="find and announce peers on the LAN over mDNS"
     )
-    mdns.add_argument(
-        "--no-mdns", dest="mdns", action="store_false", help="no mDNS (the default, unless the config says)"
-    )
+    mdns.add_argument("--no-mdns", dest="mdns", action="store_false", help="no mDNS (the default)")
 
     command("id", cmd_id, "this node's peer ID and swarm addresses")
     command("peers", cmd_peers, "peers the running node is connected to")
