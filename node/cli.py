@@ -23,10 +23,13 @@ from .config import ConfigError, NodeConfig, default_data_dir, load, parse_size
 from .logs import setup_logging
 from .storage.car import CarError
 from .storage.cid import CID, CIDError
+from .storage.dagpb import DagPBError
 from .storage.errors import StoreError
 from .storage.importer import UnsupportedInputError
+from .storage.layout import NotAFileError
 from .storage.store import BlockStore
 from .storage.transfer import export_car, import_car
+from .storage.unixfs import UnixFSError
 
 EXIT_FAILED = 1
 
@@ -744,7 +747,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Output(args.json)
     try:
         code = args.func(args, out)
-    except (CommandError, StoreError, CIDError, CarError, ConfigError, UnsupportedInputError) as exc:
+    except (
+        CommandError, StoreError, CIDError, CarError, ConfigError, UnsupportedInputError,
+        UnixFSError, DagPBError, NotAFileError,
+    ) as exc:  # fmt: skip
         print(f"medianode: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

@@ -42,6 +42,11 @@ listen = "127.0.0.1:8080"
 public_url = ""
 # Largest single upload through the write API.
 max_upload = "4GiB"
+# After serving a range of a file that only peers have, keep fetching it in the background:
+# the whole file when it is at most cache_whole_max, else read_ahead bytes past the range
+# (a seek into a 4 GiB film should not cost a peer 4 GiB of uplink). Kept as evictable cache.
+cache_whole_max = "32MiB"
+read_ahead = "8MiB"
 
 [swarm]
 # libp2p listen addresses (TCP; Noise and Yamux only). medianode serve --listen overrides.
@@ -121,6 +126,8 @@ class GatewayConfig:
     listen: tuple[str, int]
     public_url: str
     max_upload: int
+    cache_whole_max: int = 32 * 1024 * 1024
+    read_ahead: int = 8 * 1024 * 1024
 
     def base_url(self) -> str:
         """Where this node's gateway is reached: ``public_url``, else the listen address."""
@@ -195,7 +202,13 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
         public_url = str(section.get("public_url", "")).rstrip("/")
         if public_url and not public_url.startswith(("http://", "https://")):
             raise ConfigError(f"gateway.public_url must start with http:// or https://, got {public_url!r}")
-        gateway = GatewayConfig(listen, public_url, parse_size(section.get("max_upload", "4GiB")))
+        gateway = GatewayConfig(
+            listen,
+            public_url,
+            parse_size(section.get("max_upload", "4GiB")),
+            parse_size(section.get("cache_whole_max", "32MiB")),
+            parse_size(section.get("read_ahead", "8MiB")),
+        )
         swarm_section = raw.get("swarm", {})
         replication = raw.get("replication", {})
         swarm = SwarmConfig(

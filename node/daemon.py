@@ -30,7 +30,15 @@ log = logging.getLogger("medianode.daemon")
 
 
 def gateway_settings(config: NodeConfig) -> GatewaySettings:
-    return GatewaySettings(config.gateway.base_url(), config.gateway.max_upload, config.data_dir, config.chunk_size)
+    gateway = config.gateway
+    return GatewaySettings(
+        gateway.base_url(),
+        gateway.max_upload,
+        config.data_dir,
+        config.chunk_size,
+        cache_whole_max=gateway.cache_whole_max,
+        read_ahead=gateway.read_ahead,
+    )
 
 
 async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None]) -> None:

@@ -76,19 +76,47 @@ def test_negative_priority_and_unknown_fields() -> None:
 @pytest.mark.parametrize(
     ("wire", "reason"),
     [
-        (b"\x1a\x04\x0a\x02\x01\x55", "without prefix or data"),
+        (b"\x1a\x04\x0a\x02\x01\x55", "bad block prefix"),
+        (b"\x1a\x02\x12\x00", "without a prefix"),
         (b"\x1a\x08\x0a\x04\x01\x55\x13\x20\x12\x00", "unsupported multihash"),
-        (b"\x0a\x04\x0a\x02\x10\x01", "without a CID"),
-        (b"\x22\x02\x10\x01", "without a CID"),
+        (b"\x0a\x04\x0a\x02\x10\x01", "entry without a usable CID"),
+        (b"\x22\x02\x10\x01", "presence without a usable CID"),
         (b"\x0a\x05\x0a\x03\x0a\x01\x01", "bad CID"),
-        (b"\x1a\xff", "malformed"),
     ],
 )
-def test_malformed_messages(wire: bytes, reason: str) -> None:
-    """Tried: a payload block missing its data, a prefix with an unsupported hash, entries and
-    presences without CIDs, a garbage CID, and a length that runs past the end."""
-    with pytest.raises(BitswapWireError, match=reason):
-        decode_message(wire)
+def test_odd_parts_are_skipped_not_errors(wire: bytes, reason: str) -> None:
+    """Tried: a payload block whose prefix is cut short, one with no prefix, a prefix with a hash
+    we cannot check, entries and presences without CIDs, a garbage CID. None of these proves a
+    peer broken (an honest peer on a newer version may send them): each part is skipped, with why."""
+    message = decode_message(wire)
+    assert message.is_empty() and message.ignored and reason in message.ignored[0]
+
+
+def test_presence_of_unknown_type_is_skipped() -> None:
+    cid = CID.for_block(0x55, b"x")
+    presence = b"\x0a" + bytes([len(bytes(cid))]) + bytes(cid) + b"\x10\x07"
+    message = decode_message(b"\x22" + bytes([len(presence)]) + presence)
+    assert message.presences == [] and "unknown type 7" in message.ignored[0]
+
+
+def test_empty_block_without_data_field_is_a_block() -> None:
+    """Helia answers a want for bafkqaaa, and encoders drop empty bytes: a payload with a prefix
+    and no data field is the empty block, not an error (it used to get the sender banned)."""
+    identity = CID.parse("bafkqaaa")
+    prefix = bytes([1, 0x55, 0x00, 0x00])
+    wire = b"\x1a" + bytes([len(prefix) + 2]) + b"\x0a" + bytes([len(prefix)]) + prefix
+    assert decode_message(wire).blocks == [(identity, b"")]
+    empty_raw = CID.for_block(0x55, b"")
+    prefix = bytes([1, 0x55, 0x12, 0x20])
+    wire = b"\x1a" + bytes([len(prefix) + 2]) + b"\x0a" + bytes([len(prefix)]) + prefix
+    assert decode_message(wire).blocks == [(empty_raw, b"")]
+    assert decode_message(encode_message(BitswapMessage(blocks=[(empty_raw, b"")]))).blocks == [(empty_raw, b"")]
+
+
+def test_framing_that_does_not_parse_is_an_error() -> None:
+    """A length that runs past the end: the stream cannot be read further, so the peer is dropped."""
+    with pytest.raises(BitswapWireError, match="malformed"):
+        decode_message(b"\x1a\xff")
 
 
 def test_oversized_block_is_refused() -> None:

@@ -70,6 +70,8 @@ class GatewaySettings:
     data_dir: Path
     chunk_size: int = 262144
     extra: dict[str, Any] = field(default_factory=dict)
+    cache_whole_max: int = 32 * 1024 * 1024  # after a partial read from peers: fetch files this small whole
+    read_ahead: int = 8 * 1024 * 1024  # larger ones: this many bytes past the range
 
 
 class HTTPProblem(Exception):
@@ -224,7 +226,9 @@ class Gateway:
             except BlockNotFound as exc:
                 if self.swarm is None or not isinstance(exc.cid, CID):
                     return problem_response(HTTPProblem(404, str(exc)))
-                problem = await self._fetch_from_swarm(self.swarm.fetch_structure, exc.cid)
+                # Just that block: the next attempt descends one level further, so a seek into a
+                # file (or a path into a directory) costs the nodes on its way, not the whole DAG.
+                problem = await self._fetch_from_swarm(self.swarm.fetch_block, exc.cid)
                 if problem is not None:
                     return problem_response(problem)
             except HTTPProblem as exc:
@@ -233,6 +237,8 @@ class Gateway:
                 log.warning("corrupt block", extra={"fields": {"cid": str(exc.cid)}})
                 return problem_response(HTTPProblem(502, f"{exc}; it has been quarantined"))
             except (UnixFSError, DagPBError) as exc:
+                if _names_identity(raw_path):  # the client wrote these bytes into the CID itself
+                    return problem_response(HTTPProblem(400, f"the identity CID's bytes are not valid UnixFS: {exc}"))
                 return problem_response(HTTPProblem(502, f"stored DAG is not valid UnixFS: {exc}"))
             except StoreError as exc:
                 return problem_response(HTTPProblem(500, str(exc)))
@@ -403,7 +409,10 @@ class Gateway:
             problem = await self._fetch_from_swarm(self.swarm.fetch_range, cid, start, min(length, SMALL_BODY))
             if problem is not None:
                 raise problem
-            self.swarm.cache_in_background(cid)
+            if size <= self.settings.cache_whole_max:
+                self.swarm.fetch_in_background(cid)
+            elif self.settings.read_ahead and start + length < size:
+                self.swarm.fetch_in_background(cid, start + length, self.settings.read_ahead)
         if length <= SMALL_BODY:
             # One trip to the worker thread and a plain response: what a player's seek costs.
             body = await self.run_sync(self._read_small, cid, resolved.root, start, length)
@@ -460,6 +469,13 @@ class Gateway:
         if request.method == "HEAD":
             return Response(headers=headers, media_type="text/html; charset=utf-8")
         return Response(body, headers=headers, media_type="text/html; charset=utf-8")
+
+
+def _names_identity(raw_path: str) -> bool:
+    try:
+        return parse_ipfs_path(raw_path)[0].is_identity
+    except HTTPProblem:
+        return False
 
 
 def _etag_matches(request: Request, etag: str) -> bool:

@@ -1,10 +1,17 @@
 """Where a UnixFS file's bytes are: its leaves in order, and plans for reading a range.
 
-Pure logic with no I/O of its own: ``walk_file`` gets blocks through a
-callable, and ``plan_reads`` turns the leaves under a byte range plus their
-on-disk locations into the fewest reads, joining leaves that lie end to end
-in one pack into a single run (the usual case for an imported file, so a
-range costs about one ``pread``).
+Pure logic with no I/O of its own: ``walk_file`` and ``leaves_in_range`` get
+blocks through a callable, and ``plan_reads`` turns the leaves under a byte
+range plus their on-disk locations into the fewest reads, joining leaves that
+lie end to end in one pack into a single run (the usual case for an imported
+file, so a range costs about one ``pread``).
+
+``leaves_in_range`` descends only into the nodes over the range, using each
+node's ``blocksizes``: a seek into a file touches its depth in nodes, never
+the rest of the file, whatever its leaves are (raw, or dag-pb as kubo makes
+them by default), which is also what a reader fetching from peers needs.
+A file is at most ``MAX_FILE_DEPTH`` nodes deep: kubo's balanced and trickle
+layouts stay far below it, so a deeper DAG is a lie (or a loop), not a file.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ from dataclasses import dataclass
 
 from .cid import CID, DAG_PB, RAW
 from .unixfs import NodeType, UnixFSError, decode_unixfs
+
+MAX_FILE_DEPTH = 64
 
 
 class NotAFileError(ValueError):
@@ -27,14 +36,91 @@ class Leaf:
     size: int
     cid: CID
     embedded: bool  # True: a dag-pb node whose UnixFS Data field holds the bytes
+    inline: bytes | None = None  # an embedded leaf's bytes, when the walk already read them
 
 
 @dataclass(frozen=True, slots=True)
 class Location:
     pack: str
     offset: int
-    length: int
+    length: int  # bytes in the pack
     compressed: bool
+    size: int = -1  # bytes of the block itself (after decompression); -1: not known
+
+
+@dataclass(frozen=True, slots=True)
+class FileNode:
+    """A dag-pb UnixFS file node, decoded and checked: its own bytes, then its children in order."""
+
+    cid: CID
+    data: bytes
+    children: tuple[CID, ...]
+    sizes: tuple[int, ...]  # content bytes under each child, from ``blocksizes``
+    size: int  # content bytes under this node
+
+    @classmethod
+    def decode(cls, cid: CID, block: bytes) -> FileNode:
+        node, data = decode_unixfs(block)
+        if data.type not in (NodeType.FILE, NodeType.RAW):
+            kind = data.type.name.lower().replace("_", " ")
+            raise NotAFileError(f"{cid} is a {kind}, not a file")
+        if len(data.blocksizes) != len(node.links):
+            raise UnixFSError(f"{cid}: {len(node.links)} links but {len(data.blocksizes)} blocksizes")
+        own = data.data or b""
+        size = len(own) + sum(data.blocksizes)
+        if data.filesize is not None and data.filesize != size:
+            raise UnixFSError(f"{cid}: filesize says {data.filesize} bytes, its data and blocksizes {size}")
+        return cls(cid, own, tuple(link.cid for link in node.links), data.blocksizes, size)
+
+
+def leaves_in_range(
+    root: CID, offset: int, length: int, node_of: Callable[[CID], FileNode | int]
+) -> tuple[int, list[Leaf]]:
+    """The file's size and the leaves holding bytes [offset, offset+length), in order.
+
+    ``node_of`` gives a dag-pb block decoded as a ``FileNode``, or for a raw
+    block only its size (asked only for a raw root: a raw child's size is what
+    its parent says, which the caller checks against the stored block). It may
+    raise the store's ``BlockNotFound``: a reader fetching from peers then
+    fetches that block and asks again. Each node's size must match what its
+    parent says, or the DAG lies and ``UnixFSError`` names the node.
+    """
+    if root.codec == RAW:
+        size = node_of(root)
+        assert isinstance(size, int)
+        return size, ([Leaf(0, size, root, False)] if offset < size and length > 0 else [])
+    if root.codec != DAG_PB:
+        raise NotAFileError(f"{root} has codec {root.codec_name}, not a UnixFS file")
+    top = node_of(root)
+    assert isinstance(top, FileNode)
+    end = min(top.size, offset + length)
+    leaves: list[Leaf] = []
+    # Depth first, children pushed in reverse so leaves come out in file order; a node is read
+    # when it is popped, so blocks are asked for in file order too.
+    stack: list[tuple[CID, int, int, int]] = [(root, 0, top.size, 1)]  # cid, content start, size, depth
+    while stack:
+        cid, start, size, depth = stack.pop()
+        if cid.codec == RAW:
+            leaves.append(Leaf(start, size, cid, False))
+            continue
+        node = top if cid == root and depth == 1 else node_of(cid)
+        if not isinstance(node, FileNode) or node.size != size:
+            got = node.size if isinstance(node, FileNode) else node
+            raise UnixFSError(f"{cid}: holds {got} bytes, its parent says {size}")
+        if node.data and start + len(node.data) > offset:
+            leaves.append(Leaf(start, len(node.data), cid, True, node.data))
+        position = start + len(node.data)
+        below = []
+        for child, child_size in zip(node.children, node.sizes, strict=True):
+            if position >= end:
+                break
+            if child_size and position + child_size > offset:
+                if depth >= MAX_FILE_DEPTH and child.codec != RAW:
+                    raise UnixFSError(f"{child}: deeper than {MAX_FILE_DEPTH} levels, not a valid UnixFS file")
+                below.append((child, position, child_size, depth + 1))
+            position += child_size
+        stack.extend(reversed(below))
+    return top.size, leaves
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from . import index
 from .cid import CID, DAG_PB
 from .dagpb import DagPBError, decode_node
 from .errors import BlockNotFound, CorruptBlock, NoSpace, QuotaExceeded, StoreError
-from .layout import FileLayout, LeafSlice, Location, PackRun, plan_reads, walk_file
+from .layout import FileLayout, FileNode, LeafSlice, Location, PackRun, leaves_in_range, plan_reads, walk_file
 from .packs import PackDirectory, PackWriter
 from .unixfs import Child, NodeType, UnixFSError, decode_unixfs
 
@@ -47,6 +47,8 @@ WRITE_QUEUE_BLOCKS = 32
 # Packs that are less than half live are rewritten by gc.
 COMPACT_BELOW = 0.5
 LAYOUT_CACHE_LEAVES = 262144
+NODE_CACHE = 4096  # decoded internal file nodes kept (a CID's content never changes): ~1,300 1 GiB files
+READ_WINDOW = 64 * 1024 * 1024  # bytes of a file planned at a time: memory stays bounded however large it claims to be
 TOUCH_INTERVAL = 60.0  # seconds between recorded accesses of one root
 GENERATION_TTL = 0.5  # seconds a read trusts its cached idea of where blocks are
 
@@ -316,6 +318,7 @@ class BlockStore:
         self._lock = threading.RLock()
         self._layouts: OrderedDict[bytes, tuple[int, FileLayout, list[Location | None]]] = OrderedDict()
         self._layout_leaves = 0
+        self._nodes: OrderedDict[CID, FileNode] = OrderedDict()
         self._touched: dict[bytes, float] = {}
         self._generation_value = 0
         self._generation_read_at = float("-inf")
@@ -481,16 +484,57 @@ class BlockStore:
             for start in range(0, len(keys), 500):
                 chunk = keys[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for cid, pack, offset, length, flags in self.db.execute(
-                    "SELECT blocks.cid, packs.name, blocks.offset, blocks.length, blocks.flags "
+                for cid, pack, offset, length, size, flags in self.db.execute(
+                    "SELECT blocks.cid, packs.name, blocks.offset, blocks.length, blocks.size, blocks.flags "
                     f"FROM blocks JOIN packs ON packs.id = blocks.pack WHERE blocks.cid IN ({marks})",
                     chunk,
                 ):
-                    found[cid] = Location(pack, offset, length, bool(flags & index.FLAG_ZSTD))
+                    found[cid] = Location(pack, offset, length, bool(flags & index.FLAG_ZSTD), size)
         return [found.get(k) for k in keys]
 
     def file_size(self, root: CID) -> int:
-        return self.layout(root)[0].size
+        """Bytes of the file at ``root``, from the root block alone."""
+        node = self._file_node(root)
+        return node.size if isinstance(node, FileNode) else node
+
+    def _file_node(self, cid: CID) -> FileNode | int:
+        """A dag-pb file node decoded (internal ones cached), or a raw block's size."""
+        if cid.codec != DAG_PB:
+            if cid.is_identity:
+                return len(cid.identity_data())
+            where = self._location(bytes(cid.to_v1()))
+            if where is None:
+                raise BlockNotFound(cid)
+            return where[3]
+        with self._lock:
+            cached = self._nodes.get(cid)
+            if cached is not None:
+                self._nodes.move_to_end(cid)
+                return cached
+        try:
+            node = FileNode.decode(cid, self.get_block(cid))
+        except DagPBError as exc:
+            raise UnixFSError(f"{cid}: not valid dag-pb ({exc})") from None
+        if node.children:  # leaves are read once per range anyway; their bytes are not worth keeping
+            with self._lock:
+                self._nodes[cid] = node
+                while len(self._nodes) > NODE_CACHE:
+                    self._nodes.popitem(last=False)
+        return node
+
+    def range_layout(self, root: CID, offset: int, length: int) -> tuple[FileLayout, list[Location | None]]:
+        """The leaves under [offset, offset+length) of the file at ``root`` and where each is stored,
+        reading only the nodes over that range. A raw leaf whose stored size is not what its parent
+        says is refused: a DAG that lies gets no bytes of another block."""
+        size, leaves = leaves_in_range(root, offset, length, self._file_node)
+        keys = [bytes(leaf.cid.to_v1()) for leaf in leaves]
+        locations = self._locations(keys)
+        for leaf, where in zip(leaves, locations, strict=True):
+            if where is not None and not leaf.embedded and where.size != leaf.size:
+                raise UnixFSError(f"{leaf.cid}: holds {where.size} bytes, its parent says {leaf.size}")
+        if leaves:
+            size = leaves[-1].offset + leaves[-1].size
+        return FileLayout(size, leaves), locations
 
     def read_range(
         self, root: CID, offset: int = 0, length: int | None = None, piece_size: int = 4 * 1024 * 1024
@@ -519,15 +563,24 @@ class BlockStore:
                     self._forget_layout(bytes(root.to_v1()))
 
     def _read_range_once(self, root: CID, offset: int, length: int, piece_size: int) -> Iterator[bytes]:
-        file_layout, locations = self.layout(root)
         verify = self.config.hash_on_read
-        for step in plan_reads(file_layout, offset, length, locations):
-            if isinstance(step, PackRun) and not verify:
-                yield from self._read_run(step, piece_size)
-            elif isinstance(step, PackRun):
-                yield from self._read_verified_run(file_layout, step, offset, length, locations)
-            else:
-                yield self._leaf_bytes(step)
+        for start, size in _windows(offset, length):
+            file_layout, locations = self._planned(root, start, size)
+            for step in plan_reads(file_layout, start, size, locations):
+                if isinstance(step, PackRun) and not verify:
+                    yield from self._read_run(step, piece_size)
+                elif isinstance(step, PackRun):
+                    yield from self._read_verified_run(file_layout, step, start, size, locations)
+                else:
+                    yield self._leaf_bytes(step)
+
+    def _planned(self, root: CID, offset: int, length: int) -> tuple[FileLayout, list[Location | None]]:
+        """The whole-file layout when it is cached (hot files: no node is read), else the range's."""
+        with self._lock:
+            cached = self._layouts.get(bytes(root.to_v1()))
+            if cached is not None and cached[0] == self._generation():
+                return cached[1], cached[2]
+        return self.range_layout(root, offset, length)
 
     def _read_run(self, run: PackRun, chunk: int = 4 * 1024 * 1024) -> Iterator[bytes]:
         done = 0
@@ -550,6 +603,8 @@ class BlockStore:
             yield self.get_block(leaf.cid)[start:stop]
 
     def _leaf_bytes(self, step: LeafSlice) -> bytes:
+        if step.leaf.inline is not None:
+            return step.leaf.inline[step.start : step.end]
         block = self.get_block(step.leaf.cid)
         if step.leaf.embedded:
             _, data = decode_unixfs(block)
@@ -560,23 +615,23 @@ class BlockStore:
 
     def copy_to_fd(self, root: CID, out_fd: int, progress: Progress | None = None) -> int:
         """Write the whole file at ``root`` to ``out_fd``, with ``sendfile`` for runs read from packs."""
-        file_layout, locations = self.layout(root)
         written = 0
-        plan = plan_reads(file_layout, 0, file_layout.size, locations)
-        for step in plan:
-            if isinstance(step, PackRun) and not self.config.hash_on_read:
-                written += self._sendfile_run(step, out_fd, progress)
-                continue
-            pieces = (
-                self._read_verified_run(file_layout, step, 0, file_layout.size, locations)
-                if isinstance(step, PackRun)
-                else iter([self._leaf_bytes(step)])
-            )
-            for piece in pieces:
-                _write_all(out_fd, piece)
-                written += len(piece)
-                if progress:
-                    progress(len(piece))
+        for start, size in _windows(0, self.file_size(root)):
+            file_layout, locations = self.range_layout(root, start, size)
+            for step in plan_reads(file_layout, start, size, locations):
+                if isinstance(step, PackRun) and not self.config.hash_on_read:
+                    written += self._sendfile_run(step, out_fd, progress)
+                    continue
+                pieces = (
+                    self._read_verified_run(file_layout, step, start, size, locations)
+                    if isinstance(step, PackRun)
+                    else iter([self._leaf_bytes(step)])
+                )
+                for piece in pieces:
+                    _write_all(out_fd, piece)
+                    written += len(piece)
+                    if progress:
+                        progress(len(piece))
         return written
 
     def _sendfile_run(self, run: PackRun, out_fd: int, progress: Progress | None) -> int:
@@ -620,6 +675,9 @@ class BlockStore:
 
     def dag_counts(self, root: CID) -> tuple[int, int, int]:
         """(blocks in the DAG, of which missing locally, stored bytes) as far as local nodes tell."""
+        if root.is_identity:  # its block is the CID itself; what it links to may be stored
+            counts = [self.dag_counts(child) for child in _identity_links(root)]
+            return 1 + sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
         with self._lock:
             row = self.db.execute(
                 index.DAG_OF + "SELECT count(*), sum(blocks.cid IS NULL), coalesce(sum(blocks.length), 0) "
@@ -630,7 +688,10 @@ class BlockStore:
 
     def missing_in_dag(self, root: CID) -> list[CID]:
         """Blocks of the DAG under ``root`` that are not stored, as far as the stored nodes tell
-        (the children of a missing node are unknown until it arrives)."""
+        (the children of a missing node are unknown until it arrives). Identity CIDs are never
+        missing: their bytes are in the CID."""
+        if root.is_identity:
+            return [cid for child in _identity_links(root) for cid in self.missing_in_dag(child)]
         if not self.has(root):
             return [root]
         with self._lock:
@@ -913,6 +974,25 @@ class BlockStore:
             root = import_tree(path, batch, chunk_size, hidden, progress)
             batch.commit([root.cid], name or os.path.basename(os.path.normpath(path)), root.content_size or size, pin)
         return root
+
+
+def _identity_links(cid: CID) -> list[CID]:
+    """What an identity CID's inlined dag-pb node links to (nothing for other codecs or bad bytes)."""
+    if cid.codec != DAG_PB:
+        return []
+    try:
+        return [link.cid for link in decode_node(cid.identity_data()).links]
+    except DagPBError:
+        return []
+
+
+def _windows(offset: int, length: int) -> Iterator[tuple[int, int]]:
+    """[offset, offset+length) as READ_WINDOW-sized pieces, each planned only when it is reached."""
+    end = offset + length
+    while offset < end:
+        size = min(READ_WINDOW, end - offset)
+        yield offset, size
+        offset += size
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .car import CarWriter, open_car
-from .cid import CID
+from .cid import CID, DAG_PB
+from .dagpb import DagPBError, decode_node
 from .errors import CorruptBlock, InvalidInput
-from .store import BlockStore, child_links
+from .store import BlockStore
 
 Progress = Callable[[int], None]
 
@@ -21,18 +22,31 @@ class ImportResult:
 
 
 def walk_dag(store: BlockStore, root: CID) -> Iterator[tuple[CID, bytes]]:
-    """Blocks of the DAG under ``root``, depth first, parents before children, each once."""
+    """Blocks of the DAG under ``root``, depth first, parents before children, each once, each
+    under the CID its parent's link names (a CIDv0 DAG's blocks stay CIDv0, so a CAR reader finds
+    every link's block). Identity CIDs carry their bytes and are not written; what an identity
+    node links to is."""
     seen: set[bytes] = set()
     stack = [root]
     while stack:
         cid = stack.pop()
         key = bytes(cid.to_v1())
-        if key in seen or cid.is_identity:
+        if key in seen:
             continue
         seen.add(key)
         block = store.get_block(cid)
-        yield cid, block
-        stack.extend(reversed([CID.from_bytes(child) for child in child_links(cid, block)]))
+        if not cid.is_identity:
+            yield cid, block
+        stack.extend(reversed(_links(cid, block)))
+
+
+def _links(cid: CID, block: bytes) -> list[CID]:
+    if cid.codec != DAG_PB:
+        return []
+    try:
+        return [link.cid for link in decode_node(block).links]
+    except DagPBError as exc:
+        raise CorruptBlock(cid, f"not valid dag-pb ({exc})") from None
 
 
 def export_car(store: BlockStore, root: CID, path: str, progress: Progress | None = None) -> tuple[int, int]:

@@ -21,8 +21,13 @@ the I/O around them:
   holds its slot in the peer's want window until it is stored, so what a peer
   can make us buffer is what we asked it for (``window`` blocks per fetch),
   however slow the disk.
-- A peer that sends malformed or oversized messages, or strikes out, is
-  disconnected.
+- Drop and ban only on proof: a peer is disconnected and refused for
+  ``BAN_SECONDS`` when its framing cannot be parsed, a message or block is
+  oversized, or it sends ``MAX_STRIKES`` blocks that hash to no CID we asked
+  it for (corrupt or unsolicited). Parts of a message we cannot use are
+  skipped (see ``bitswap_wire``). A peer that is merely slow is no longer
+  asked within that fetch, but stays connected. Identity CIDs are never
+  wanted from or sent to a peer: their bytes are in the CID.
 
 Every task lives in the caller's nursery (a peer's serve task in that of the
 inbound stream that brought the wants); fetches have explicit deadlines.
@@ -170,6 +175,8 @@ class BlockExchange:
                 await self._on_message(peer, message, nursery)
 
     async def _on_message(self, peer: ID, message: BitswapMessage, nursery: trio.Nursery) -> None:
+        if message.ignored:
+            log.debug("skipped parts of a message", extra={"fields": {"peer": str(peer), "why": message.ignored[:5]}})
         if message.wants or message.full:
             self._queue_wants(peer, message)
             queue = self._serve_queues.get(peer)
@@ -189,6 +196,8 @@ class BlockExchange:
             queue.wants.clear()
         ignored = 0
         for want in message.wants:
+            if want.cid.is_identity:
+                continue  # the peer has its bytes already (boxo drops these too)
             if want.cancel:
                 queue.wants.pop(want.cid, None)
             elif want.cid in queue.wants or len(queue.wants) < MAX_QUEUED_WANTS:
@@ -259,6 +268,8 @@ class BlockExchange:
             return None
 
     async def _on_block(self, peer: ID, cid: CID, data: bytes) -> None:
+        if cid.is_identity:
+            return  # never asked for (we have its bytes): harmless, as Helia answers a want for bafkqaaa
         verdicts = []
         now = trio.current_time()
         for fetch in list(self._fetches):
@@ -278,9 +289,13 @@ class BlockExchange:
                 await self._drop(peer, "sent blocks nobody asked it for")
 
     async def _enforce_strikes(self) -> None:
+        """A peer that timed out too often is no longer asked within that fetch: slow is not proof
+        of anything, so it stays connected and other fetches may still ask it."""
         for fetch in self._fetches:
             for peer in fetch.scheduler.take_drops():
-                await self._drop(peer, "too many timeouts")
+                log.info("peer too slow for a fetch", extra={"fields": {"peer": str(peer)}})
+                fetch.scheduler.peer_gone(peer)
+                fetch.peers.discard(peer)
 
     async def _drop(self, peer: ID, reason: str) -> None:
         """Disconnect a misbehaving peer and refuse it for BAN_SECONDS."""
@@ -341,14 +356,6 @@ class BlockExchange:
         missing = await trio.to_thread.run_sync(self.store.missing_in_dag, root)
         return await self._fetch(missing, peers, root, _every, timeout, window, idle_limit, on_block)
 
-    async def fetch_structure(self, root: CID, peers: list[ID], *, timeout: float = 10.0) -> int:
-        """Fetch ``root`` and the dag-pb nodes under it, but no raw leaves: what a reader needs to
-        know where every byte of a file is, a level at a time in parallel."""
-        missing = [
-            c for c in await trio.to_thread.run_sync(self.store.missing_in_dag, root) if c.codec == DAG_PB or c == root
-        ]
-        return await self._fetch(missing, peers, None, _dag_pb_only, timeout, 32, 30.0, None)
-
     async def fetch_blocks(
         self, cids: list[CID], peers: list[ID], *, timeout: float = 10.0, idle_limit: float = 30.0
     ) -> int:
@@ -383,6 +390,7 @@ class BlockExchange:
         idle_limit: float,
         on_block: Callable[[CID, int], None] | None,
     ) -> int:
+        missing = [cid for cid in missing if not cid.is_identity]
         if not missing:
             return 0
         if not peers:
@@ -403,7 +411,7 @@ class BlockExchange:
             while not scheduler.done or receive_arrival.statistics().current_buffer_used:
                 await self._send_requests(fetch)
                 if not fetch.peers:
-                    raise FetchError(f"every peer was dropped while fetching {what}")
+                    raise FetchError(f"no peer left to ask for {what}: each was dropped or too slow")
                 deadline = scheduler.next_deadline()
                 if deadline is None:  # nothing in flight: is that because nobody has what is left?
                     unavailable = scheduler.unavailable()
@@ -517,10 +525,6 @@ def _every(cid: CID) -> bool:
 
 def _nothing(cid: CID) -> bool:
     return False
-
-
-def _dag_pb_only(cid: CID) -> bool:
-    return cid.codec == DAG_PB
 
 
 def _decode_all(raws: list[bytes]) -> list[BitswapMessage]:

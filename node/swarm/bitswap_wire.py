@@ -33,7 +33,15 @@ Requests are wantlist entries; responses are payload blocks and block
 presences, sent whenever ready (there is no request/response pairing). A
 wanted block that arrives is answered by nothing; the wanter sends a cancel
 to the other peers it asked. Failure handling lives in the exchange: this
-module only refuses malformed or oversized input, with ``BitswapWireError``.
+module refuses, with ``BitswapWireError``, only what proves the peer broken
+(framing or protobuf that cannot be parsed, oversized messages or blocks).
+Parts that parse but that we cannot use are skipped and counted in
+``ignored``, never an error: an entry or presence without a usable CID, a
+presence of an unknown type, a block without a prefix, or one whose hash
+function we cannot check. A block's ``data`` may be absent: protobuf encoders
+leave out empty bytes, and the empty block is a real block (Helia sends it
+for ``bafkqaaa``). Identity blocks (multihash 0x00) decode to their CID;
+the exchange neither wants nor sends them, as boxo does not.
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..storage.cid import CID, DAG_PB, SHA2_256, decode_varint, encode_varint
+from ..storage.cid import CID, DAG_PB, IDENTITY, MAX_IDENTITY_DIGEST, SHA2_256, decode_varint, encode_varint
 from ..storage.protobuf import ProtobufError, as_int32, bytes_field, key, read_fields, varint_field
 
 PROTOCOL_ID = "/ipfs/bitswap/1.2.0"
@@ -83,6 +91,7 @@ class BitswapMessage:
     blocks: list[tuple[CID, bytes]] = field(default_factory=list)
     presences: list[tuple[CID, Presence]] = field(default_factory=list)
     pending_bytes: int = 0
+    ignored: list[str] = field(default_factory=list)  # why each skipped part was skipped
 
     def is_empty(self) -> bool:
         return not (self.wants or self.full or self.blocks or self.presences)
@@ -106,10 +115,12 @@ def cid_for_payload(prefix: bytes | memoryview, data: bytes | memoryview) -> CID
         raise BitswapWireError(f"bad block prefix: {exc}") from None
     if pos != len(prefix):
         raise BitswapWireError("bad block prefix: trailing bytes")
+    if version not in (0, 1) or (version == 0 and (codec != DAG_PB or code != SHA2_256)):
+        raise BitswapWireError(f"bad CID version {version} / codec 0x{codec:x} in block prefix")
+    if code == IDENTITY and length == len(data) <= MAX_IDENTITY_DIGEST:
+        return CID(1, codec, encode_varint(IDENTITY) + encode_varint(length) + bytes(data))
     if code != SHA2_256 or length != 32:
         raise BitswapWireError(f"unsupported multihash 0x{code:x}/{length} in block prefix")
-    if version not in (0, 1) or (version == 0 and codec != DAG_PB):
-        raise BitswapWireError(f"bad CID version {version} / codec 0x{codec:x} in block prefix")
     return CID(version, codec, b"\x12\x20" + hashlib.sha256(data).digest())
 
 
@@ -168,46 +179,63 @@ def _decode(buf: bytes | memoryview, max_block_size: int) -> BitswapMessage:
         if number == 1 and isinstance(value, memoryview):
             for inner, _, item in read_fields(value):
                 if inner == 1 and isinstance(item, memoryview):
-                    message.wants.append(_decode_entry(item))
+                    _decode_entry(item, message)
                 elif inner == 2 and isinstance(item, int):
                     message.full = bool(item)
         elif number == 2 and isinstance(value, memoryview):
             _check_size(len(value), max_block_size)
             message.blocks.append((CID(0, DAG_PB, b"\x12\x20" + hashlib.sha256(value).digest()), bytes(value)))
         elif number == 3 and isinstance(value, memoryview):
-            prefix: memoryview | None = None
-            data: memoryview | None = None
-            for inner, _, item in read_fields(value):
-                if inner == 1 and isinstance(item, memoryview):
-                    prefix = item
-                elif inner == 2 and isinstance(item, memoryview):
-                    data = item
-            if prefix is None or data is None:
-                raise BitswapWireError("payload block without prefix or data")
-            _check_size(len(data), max_block_size)
-            message.blocks.append((cid_for_payload(prefix, data), bytes(data)))
+            _decode_payload(value, message, max_block_size)
         elif number == 4 and isinstance(value, memoryview):
-            cid: CID | None = None
-            kind = Presence.HAVE
-            for inner, _, item in read_fields(value):
-                if inner == 1 and isinstance(item, memoryview):
-                    cid = _cid(item)
-                elif inner == 2 and isinstance(item, int):
-                    kind = Presence.DONT_HAVE if item == 1 else Presence.HAVE
-            if cid is None:
-                raise BitswapWireError("block presence without a CID")
-            message.presences.append((cid, kind))
+            _decode_presence(value, message)
         elif number == 5 and isinstance(value, int):
             message.pending_bytes = max(0, as_int32(value))
     return message
 
 
-def _decode_entry(buf: memoryview) -> WantEntry:
+def _decode_payload(buf: memoryview, message: BitswapMessage, max_block_size: int) -> None:
+    prefix: memoryview | None = None
+    data: memoryview | bytes = b""  # absent when empty: encoders leave out empty bytes
+    for number, _, value in read_fields(buf):
+        if number == 1 and isinstance(value, memoryview):
+            prefix = value
+        elif number == 2 and isinstance(value, memoryview):
+            data = value
+    _check_size(len(data), max_block_size)
+    if prefix is None:
+        message.ignored.append("payload block without a prefix")
+        return
+    try:
+        cid = cid_for_payload(prefix, data)
+    except BitswapWireError as exc:  # a hash we cannot check, or a prefix we cannot read: not proof of anything
+        message.ignored.append(str(exc))
+        return
+    message.blocks.append((cid, bytes(data)))
+
+
+def _decode_presence(buf: memoryview, message: BitswapMessage) -> None:
+    cid: CID | None = None
+    kind: int = Presence.HAVE
+    for number, _, value in read_fields(buf):
+        if number == 1 and isinstance(value, memoryview):
+            cid = _cid(value, message)
+        elif number == 2 and isinstance(value, int):
+            kind = value
+    if cid is None:
+        message.ignored.append("block presence without a usable CID")
+    elif kind not in (Presence.HAVE, Presence.DONT_HAVE):
+        message.ignored.append(f"block presence of unknown type {kind}")
+    else:
+        message.presences.append((cid, Presence(kind)))
+
+
+def _decode_entry(buf: memoryview, message: BitswapMessage) -> None:
     cid: CID | None = None
     priority, cancel, want_type, send_dont_have = 1, False, WantType.BLOCK, False
     for number, _, value in read_fields(buf):
         if number == 1 and isinstance(value, memoryview):
-            cid = _cid(value)
+            cid = _cid(value, message)
         elif number == 2 and isinstance(value, int):
             priority = as_int32(value)
         elif number == 3 and isinstance(value, int):
@@ -217,15 +245,17 @@ def _decode_entry(buf: memoryview) -> WantEntry:
         elif number == 5 and isinstance(value, int):
             send_dont_have = bool(value)
     if cid is None:
-        raise BitswapWireError("wantlist entry without a CID")
-    return WantEntry(cid, priority, cancel, want_type, send_dont_have)
+        message.ignored.append("wantlist entry without a usable CID")
+    else:
+        message.wants.append(WantEntry(cid, priority, cancel, want_type, send_dont_have))
 
 
-def _cid(buf: memoryview) -> CID:
+def _cid(buf: memoryview, message: BitswapMessage) -> CID | None:
     try:
         return CID.from_bytes(bytes(buf))
     except ValueError as exc:
-        raise BitswapWireError(f"bad CID in message: {exc}") from None
+        message.ignored.append(f"bad CID: {exc}")
+        return None
 
 
 def _check_size(size: int, limit: int) -> None:

@@ -129,8 +129,8 @@ class Swarm:
             )
             return await fetch(found + self.peers())
 
-    async def fetch_structure(self, root: CID) -> None:
-        await self._with_providers(root, lambda peers: self.exchange.fetch_structure(root, peers))
+    async def fetch_block(self, cid: CID) -> None:
+        await self._with_providers(cid, lambda peers: self.exchange.fetch_blocks([cid], peers))
 
     async def fetch_range(self, root: CID, offset: int, length: int) -> None:
         await self._with_providers(root, lambda peers: self.exchange.fetch_range(root, offset, length, peers))
@@ -149,15 +149,21 @@ class Swarm:
         assert self._nursery is not None
         self._nursery.start_soon(task)
 
-    def cache_in_background(self, root: CID) -> None:
-        """Complete a partly fetched file in the background, once at a time per root."""
-        if self._nursery is None or root in self._caching:
+    def fetch_in_background(self, root: CID, offset: int = 0, length: int | None = None) -> None:
+        """Keep fetching a partly read file in the background: all of it (``length`` None), or
+        [offset, offset+length) as read-ahead; one such fetch per root at a time."""
+        if root in self._caching:
             return
+        if self._nursery is None:
+            raise RuntimeError("the swarm is not running")
         self._caching.add(root)
 
         async def complete() -> None:
             try:
-                await self.fetch_dag(root)
+                if length is None:
+                    await self.fetch_dag(root)
+                else:
+                    await self.fetch_range(root, offset, length)
             except (FetchError, trio.TooSlowError) as exc:
                 log.info("background fetch stopped", extra={"fields": {"cid": str(root), "error": str(exc)}})
             finally:

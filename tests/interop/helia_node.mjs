@@ -1,5 +1,5 @@
 // A Helia node on 127.0.0.1 for the interoperability tests (Helia 7 / js-libp2p 3 on Node 20).
-//   node helia_node.mjs serve FILE        add FILE as kubo would, print {"cid","peerId","multiaddrs"}, serve until SIGTERM
+//   node helia_node.mjs serve FILE...     add each FILE as kubo would, print {"cid" (the first),"cids","peerId","multiaddrs"}, serve until SIGTERM
 //   node helia_node.mjs fetch ADDR CID OUT   dial ADDR, fetch CID over Bitswap into OUT, print {"bytes"}
 // Only TCP, Noise, Yamux, identify and Bitswap: no DHT, bootstrap, relay or HTTP, so nothing leaves loopback.
 
@@ -58,9 +58,11 @@ const KUBO = {
 const [mode, ...args] = process.argv.slice(2)
 if (mode === 'serve') {
   const helia = await startNode()
-  const cid = await unixfs(helia).addBytes(fs.readFileSync(args[0]), KUBO)
+  const cids = []
+  for (const file of args) cids.push((await unixfs(helia).addBytes(fs.readFileSync(file), KUBO)).toString())
   console.log(JSON.stringify({
-    cid: cid.toString(),
+    cid: cids[0],
+    cids,
     peerId: helia.libp2p.peerId.toString(),
     multiaddrs: helia.libp2p.getMultiaddrs().map(String)
   }))
@@ -84,6 +86,6 @@ if (mode === 'serve') {
   await helia.stop()
   process.exit(0)
 } else {
-  console.error('usage: serve FILE | fetch ADDR CID OUT')
+  console.error('usage: serve FILE... | fetch ADDR CID OUT')
   process.exit(64)
 }
