@@ -18,13 +18,14 @@ from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
 from .cid import CID, RAW
+from .hamt import build_shard
 from .unixfs import Child, directory_node, file_node, symlink_node
 
 DEFAULT_CHUNK_SIZE = 262144
 MAX_CHUNK_SIZE = 1048576
 MAX_LINKS = 174
-# kubo switches a directory to a HAMT shard above this estimated node size;
-# we refuse such directories rather than produce a CID kubo would not.
+# kubo v0.22 makes a directory a HAMT shard once this estimated node size is
+# reached (see hamt.py for the estimate and where the JS importer differs).
 DIRECTORY_SHARD_THRESHOLD = 262144
 
 Progress = Callable[[int], None]
@@ -186,10 +187,8 @@ def import_tree(
         child = import_tree(entry.path, sink, chunk_size, hidden, progress)
         entries[entry.name] = child
         estimate += len(entry.name.encode("utf-8")) + len(bytes(child.cid))
-    if estimate > DIRECTORY_SHARD_THRESHOLD:
-        raise UnsupportedInputError(
-            f"{path}: directory too large for a flat UnixFS node (HAMT sharding is not supported)"
-        )
+    if estimate >= DIRECTORY_SHARD_THRESHOLD:  # kubo v0.22: >= (the JS importer: >)
+        return build_shard(entries, sink)
     block, child = directory_node(entries)
     sink.put_node(child.cid, block)
     return child
