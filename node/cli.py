@@ -9,6 +9,7 @@ the network stack, so they start fast.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import stat as stat_mod
@@ -452,7 +453,8 @@ def _get_tree(store: BlockStore, cid: CID, kind: str, target: Path, tick: Callab
         _, data = decode_unixfs(store.get_block(cid))
         os.symlink((data.data or b"").decode("utf-8", "replace"), target)
         return 0
-    tmp = target.with_name(f".{target.name}.medianode-part")
+    # A short name of its own: the entry's name may already be at the file system's 255-byte limit.
+    tmp = target.with_name(f".medianode-part-{hashlib.sha256(target.name.encode()).hexdigest()[:16]}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         written = store.copy_to_fd(cid, fd, tick)

@@ -285,6 +285,48 @@ def test_gateway_range_into_a_kubo_cidv0_file_fetches_only_that_range(kubo: Kubo
         assert ours.stop() == 0
 
 
+# HAMT-sharded directories -------------------------------------------------------------------------------------
+
+
+def make_large_directory(root: Path, count: int = 950) -> Path:
+    """A folder whose links pass kubo's 256 KiB sharding estimate (names of ~250 bytes + CIDs)."""
+    root.mkdir(parents=True)
+    for i in range(count):
+        (root / f"{i:04d}-{'clip' * 61}.txt").write_bytes(f"clip number {i}\n".encode() * (i % 7 + 1))
+    return root
+
+
+def test_sharded_directories_both_ways(kubo: Kubo, tmp_path: Path) -> None:
+    """kubo shards a folder past 256 KiB of links (HAMT, UnixFS type 5): our node fetches it from kubo,
+    lists it, serves a path inside it and its listing through the gateway; kubo fetches the same folder
+    added by our node (sharded the same way, CIDv1)."""
+    source = make_large_directory(tmp_path / "many")
+    theirs = kubo.add(source)
+    name = next(iter(sorted(os.listdir(source))))
+    ours = Served(tmp_path / "ours", bootstrap=(kubo.addrs[0],))
+    try:
+        wait_for(lambda: metric(ours, "medianode_swarm_peers") >= 1, 30, "our node to connect to kubo")
+        with httpx.Client(timeout=90) as client:
+            inside = client.get(f"{ours.url}/ipfs/{theirs}/{name}")
+            assert inside.status_code == 200 and inside.content == (source / name).read_bytes()
+            listing = client.get(f"{ours.url}/ipfs/{theirs}/")
+            assert listing.status_code == 200 and listing.text.count("<tr>") == 950 + 1
+        assert ours.node.ok("stat", theirs, "--json").json["type"] == "directory"
+        out = tmp_path / "got"
+        ours.node.ok("get", theirs, "-o", str(out), "--peer", kubo.addrs[0])
+        assert tree(out) == tree(source)
+        assert len(ours.node.ok("ls", theirs, "--json").json["entries"]) == 950
+
+        mine = ours.node.ok("add", "-r", str(source), "--json").json["cid"]
+        assert mine != theirs and mine.startswith("bafy")
+        kubo.connect(ours.swarm_addrs[0])
+        back = tmp_path / "from-kubo"
+        kubo.download(mine, back)
+        assert tree(back) == tree(source)
+    finally:
+        assert ours.stop() == 0
+
+
 # CAR from our gateway into kubo's blockstore -------------------------------------------------------------------
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dags import file_dag, write_car
 
 from conftest import Node, gen
+from dags import file_dag, write_car
 from node.storage.car import read_car
 from node.storage.cid import CID, DAG_PB
 from node.storage.dagpb import decode_node

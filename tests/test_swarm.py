@@ -171,7 +171,7 @@ def test_silent_provider_times_out_and_another_delivers(tmp_path: Path) -> None:
     data = gen(2 * MiB, b"slow")
     nodes = _Nodes(tmp_path)
 
-    async def main() -> tuple[BlockStore, CID, float]:
+    async def main() -> tuple[BlockStore, CID, float, bool]:
         async with AsyncExitStack() as stack:
             silent_host, silent = await nodes.start(stack, "silent", _silent_exchange())
             good_host, good = await nodes.start(stack, "good")
@@ -183,11 +183,15 @@ def test_silent_provider_times_out_and_another_delivers(tmp_path: Path) -> None:
             started = trio.current_time()
             with trio.fail_after(30):
                 await me.fetch_dag(cid, [silent_host.get_id(), good_host.get_id()], timeout=1.0)  # type: ignore[attr-defined]
-            return me.store, cid, trio.current_time() - started  # type: ignore[attr-defined]
+            # Slow is not proof of anything: it left that fetch, not the swarm.
+            kept = not me.is_banned(silent_host.get_id())  # type: ignore[attr-defined]
+            kept = kept and silent_host.get_id() in me_host.get_connected_peers()  # type: ignore[attr-defined]
+            return me.store, cid, trio.current_time() - started, kept  # type: ignore[attr-defined]
 
-    store, cid, took = trio.run(main)
+    store, cid, took, kept = trio.run(main)
     assert b"".join(store.read_range(cid)) == data
     assert took < 10
+    assert kept
 
 
 def test_nothing_but_noise_is_spoken(tmp_path: Path) -> None:
@@ -590,3 +594,153 @@ def test_fast_providers_cannot_make_a_slow_disk_buffer_more_than_asked(tmp_path:
     store, cid = trio.run(main)
     assert b"".join(store.read_range(cid)) == data
     assert len(peak) == 2 and all(0 < held <= window * 262144 for held in peak.values())
+
+
+def _metric(url: str, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "_total "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_a_seek_into_cidv0_content_fetches_its_path_and_the_read_ahead_only(tmp_path: Path) -> None:
+    """kubo's default content (CIDv0, dag-pb leaves) only A holds; B serves a 1 MiB Range from the
+    middle. B used to fetch every dag-pb block (every leaf) before the first byte, then the whole
+    file in the background; now it fetches the nodes over the range, then read_ahead bytes past it."""
+    import httpx
+
+    from conftest import Served
+    from dags import file_dag, write_car
+
+    data = gen(24 * MiB + 11, b"v0-seek")
+    root, blocks = file_dag(data)
+    write_car(tmp_path / "v0.car", root, blocks)
+    a = Served(tmp_path / "a")
+    b: Served | None = None
+    try:
+        a.node.ok("import", str(tmp_path / "v0.car"))
+        (tmp_path / "b").mkdir()
+        (tmp_path / "b" / "config.toml").write_text('[gateway]\ncache_whole_max = "1MiB"\nread_ahead = "2MiB"\n')
+        b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+        offset = 12 * MiB + 12345
+        with httpx.Client(timeout=60) as client:
+            ranged = client.get(f"{b.url}/ipfs/{root}", headers={"Range": f"bytes={offset}-{offset + MiB - 1}"})
+        assert ranged.status_code == 206 and ranged.content == data[offset : offset + MiB]
+        import time
+
+        # The read-ahead runs in the background: wait until its 2 MiB have arrived, then count.
+        until = time.monotonic() + 30
+        while time.monotonic() < until and _metric(b.url, "medianode_bitswap_bytes_fetched") < 3 * MiB:
+            time.sleep(0.1)
+        fetched = _metric(b.url, "medianode_bitswap_bytes_fetched")
+        assert 3 * MiB <= fetched <= MiB + 4 * MiB + 2 * MiB, fetched
+        blocks_fetched = _metric(b.url, "medianode_bitswap_blocks_fetched")
+        assert blocks_fetched <= 2 + 4 + 1 + 16, blocks_fetched  # root, one inner node, leaves, read-ahead
+    finally:
+        assert a.stop() == 0
+        if b is not None:
+            assert b.stop() == 0
+
+
+def _odd_exchange() -> type:
+    from node.swarm.bitswap import BlockExchange
+    from node.swarm.bitswap_wire import BitswapMessage, Presence, frame
+
+    class Odd(BlockExchange):
+        """An honest provider that also sends what real peers send and we cannot use: identity
+        blocks, presences for CIDs nobody asked about, and parts we cannot parse the meaning of."""
+
+        async def send(self, peer: object, message: BitswapMessage) -> None:  # type: ignore[override]
+            identity = CID.parse("bafkqac3imvwgy3zao5xxe3de")
+            elsewhere = CID.for_block(0x55, b"nobody asked")
+            extra = BitswapMessage(blocks=[(identity, identity.identity_data())],
+                                   presences=[(elsewhere, Presence.DONT_HAVE)])  # fmt: skip
+            await super().send(peer, extra)  # type: ignore[arg-type]
+            await super().send(peer, message)  # type: ignore[arg-type]
+            blake3_prefix = bytes([1, 0x55, 0x1E, 0x20])
+            odd = (
+                b"\x1a\x02\x12\x00"  # a block with data and no prefix
+                + b"\x1a" + bytes([len(blake3_prefix) + 5]) + b"\x0a" + bytes([len(blake3_prefix)]) + blake3_prefix
+                + b"\x12\x01x"  # a block hashed with a function we do not check
+                + b"\x22\x04\x0a\x00\x10\x07"  # a presence with an empty CID and an unknown type
+                + b"\x32\x01\x00"  # field 6: unknown to Bitswap 1.2.0
+            )  # fmt: skip
+            stream = self._streams[peer]  # type: ignore[index]
+            await stream.write(frame(odd))
+
+    return Odd
+
+
+def test_odd_but_honest_messages_never_get_a_peer_dropped(tmp_path: Path) -> None:
+    """Tried: a provider that wraps each answer in identity blocks, unasked-about presences, blocks
+    without a prefix or with a hash we cannot check, and an unknown field. None proves it broken:
+    the fetch completes from it, it stays connected and is not banned."""
+    from contextlib import AsyncExitStack
+
+    from libp2p.peer.peerinfo import PeerInfo
+
+    data = gen(3 * MiB, b"odd")
+    nodes = _Nodes(tmp_path)
+
+    async def main() -> tuple[BlockStore, CID, bool, bool]:
+        async with AsyncExitStack() as stack:
+            odd_host, odd = await nodes.start(stack, "odd", _odd_exchange())
+            me_host, me = await nodes.start(stack, "me")
+            cid = add(odd.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            odd_id = odd_host.get_id()  # type: ignore[attr-defined]
+            with trio.fail_after(60):
+                await me_host.connect(PeerInfo(odd_id, odd_host.get_addrs()))  # type: ignore[attr-defined]
+                await me.fetch_dag(cid, [odd_id])  # type: ignore[attr-defined]
+            connected = odd_id in me_host.get_connected_peers()  # type: ignore[attr-defined]
+            return me.store, cid, me.is_banned(odd_id), connected  # type: ignore[attr-defined]
+
+    store, cid, banned, connected = trio.run(main)
+    assert not banned and connected
+    assert b"".join(store.read_range(cid)) == data
+
+
+def test_a_banned_bootstrap_peer_comes_back_when_its_ban_ends(tmp_path: Path, monkeypatch: object) -> None:
+    """A bootstrap peer that sent corrupt blocks is dropped and refused; once the ban ends the
+    node dials it again by itself (ban and redial intervals shortened from 600 s and 30 s)."""
+    from contextlib import AsyncExitStack
+
+    import pytest
+    from libp2p.peer.peerinfo import PeerInfo
+
+    import node.swarm.bitswap as bitswap_module
+    import node.swarm.node as node_module
+    from node.swarm.bitswap import FetchError
+    from node.swarm.node import open_swarm
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(bitswap_module, "BAN_SECONDS", 2.0)
+    monkeypatch.setattr(node_module, "RECONNECT_EVERY", 0.2)
+    data = gen(MiB, b"comes-back")
+    nodes = _Nodes(tmp_path)
+
+    async def main() -> tuple[bool, bool, float]:
+        async with AsyncExitStack() as stack:
+            liar_host, liar = await nodes.start(stack, "liar", _corrupting_exchange())
+            cid = add(liar.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
+            liar_id = liar_host.get_id()  # type: ignore[attr-defined]
+            info = PeerInfo(liar_id, liar_host.get_addrs())  # type: ignore[attr-defined]
+            swarm = await stack.enter_async_context(
+                open_swarm(BlockStore(tmp_path / "me"), tmp_path / "me", ["/ip4/127.0.0.1/tcp/0"], [info])
+            )
+            with trio.fail_after(30):
+                while liar_id not in swarm.peers():
+                    await trio.sleep(0.05)
+                with pytest.raises(FetchError):
+                    await swarm.fetch_dag(cid)
+                banned = swarm.exchange.is_banned(liar_id)
+                gone = liar_id not in swarm.host.get_connected_peers()
+                ban_ends = swarm.exchange._banned[liar_id]
+                while liar_id not in swarm.peers():
+                    await trio.sleep(0.05)
+                return banned, gone, trio.current_time() - ban_ends
+
+    banned, gone, back_after_ban = trio.run(main)
+    assert banned and gone
+    assert back_after_ban >= 0  # not before its ban ended

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from ..storage import directories
 from ..storage.car import encode_header, write_block
 from ..storage.cid import CID, DAG_PB, RAW, CIDError
 from ..storage.dagpb import DagPBError
@@ -97,6 +98,7 @@ class Resolved:
     root: CID
     path: list[str]
     cids: list[CID]  # root .. terminal
+    traversed: list[CID] = field(default_factory=list)  # every block on the way (sharded directories' too)
 
     @property
     def terminal(self) -> CID:
@@ -126,20 +128,11 @@ def parse_ipfs_path(raw: str) -> tuple[CID, list[str]]:
 
 
 def resolve(store: BlockStore, cid: CID, segments: list[str]) -> Resolved:
-    cids = [cid]
-    current = cid
-    for index, name in enumerate(segments):
-        if current.codec != DAG_PB:
-            raise HTTPProblem(404, f"{'/'.join(segments[:index]) or current} is a file: no {name!r} inside it")
-        node, data = decode_unixfs(store.get_block(current))
-        if data.type != NodeType.DIRECTORY:
-            raise HTTPProblem(404, f"no {name!r} under {current}: not a directory")
-        match = next((link.cid for link in node.links if link.name == name), None)
-        if match is None:
-            raise HTTPProblem(404, f"no {name!r} in directory {current}")
-        cids.append(match)
-        current = match
-    return Resolved(cid, segments, cids)
+    try:
+        found = directories.resolve(cid, segments, store.get_block)
+    except directories.PathError as exc:
+        raise HTTPProblem(404, str(exc)) from None
+    return Resolved(cid, segments, found.cids, found.traversed)
 
 
 def choose_format(request: Request) -> str | None:
@@ -239,7 +232,8 @@ class Gateway:
             except (UnixFSError, DagPBError) as exc:
                 if _names_identity(raw_path):  # the client wrote these bytes into the CID itself
                     return problem_response(HTTPProblem(400, f"the identity CID's bytes are not valid UnixFS: {exc}"))
-                return problem_response(HTTPProblem(502, f"stored DAG is not valid UnixFS: {exc}"))
+                # The DAG itself lies (sizes, shards, depth): nothing to retry, say which block.
+                return problem_response(HTTPProblem(422, f"not a valid UnixFS DAG: {exc}"))
             except StoreError as exc:
                 return problem_response(HTTPProblem(500, str(exc)))
         return problem_response(HTTPProblem(504, "the swarm kept missing blocks", {"Retry-After": "10"}))
@@ -262,7 +256,7 @@ class Gateway:
         if segments:
             resolved: Resolved = await self.run_sync(resolve, self.store, cid, segments)
         else:
-            resolved = Resolved(cid, [], [cid])
+            resolved = Resolved(cid, [], [cid], [cid])
         common = {
             "X-Ipfs-Path": resolved.ipfs_path,
             "X-Ipfs-Roots": ",".join(str(c) for c in resolved.cids),
@@ -294,7 +288,7 @@ class Gateway:
             entity_bytes = EntityBytes.parse(params["entity-bytes"]) if "entity-bytes" in params else None
             if entity_bytes is not None and scope != "entity":
                 raise TrustlessParamError("entity-bytes needs dag-scope=entity")
-            blocks = car_blocks(self.store.get_block, resolved.cids, scope, entity_bytes)
+            blocks = car_blocks(self.store.get_block, resolved.traversed, scope, entity_bytes)
         except TrustlessParamError as exc:
             raise HTTPProblem(400, str(exc)) from None
         etag = f'"{resolved.terminal}.car.{scope}.{params.get("entity-bytes", "")}"'
@@ -355,7 +349,7 @@ class Gateway:
                 self._described[cid] = facts
                 if len(self._described) > DESCRIBED_CACHE:
                     self._described.popitem(last=False)
-        if facts.node_type == NodeType.DIRECTORY:
+        if facts.node_type in (NodeType.DIRECTORY, NodeType.HAMT_SHARD):
             return await self._directory(request, resolved, headers)
         if facts.node_type not in (NodeType.FILE, NodeType.RAW):
             raise HTTPProblem(406, f"{cid} is a UnixFS {facts.node_type.name.lower()}: ask for ?format=raw")
@@ -445,10 +439,20 @@ class Gateway:
         if not path.endswith("/"):
             query = f"?{request.url.query}" if request.url.query else ""
             return RedirectResponse(urllib.parse.quote(path) + "/" + query, status_code=301, headers=headers)
-        entries = await self.run_sync(self.store.ls, resolved.terminal)
+        try:
+            entries = await self.run_sync(self.store.ls, resolved.terminal)
+        except BlockNotFound:
+            if self.swarm is None:
+                raise
+            # A sharded directory only peers have: all its shards at once, not one per round.
+            problem = await self._fetch_from_swarm(self.swarm.fetch_directory, resolved.terminal)
+            if problem is not None:
+                raise problem from None
+            entries = await self.run_sync(self.store.ls, resolved.terminal)
         index = next((e for e in entries if e.name == "index.html"), None)
         if index is not None:
-            inner = Resolved(resolved.root, [*resolved.path, "index.html"], [*resolved.cids, index.cid])
+            segments, cids = [*resolved.path, "index.html"], [*resolved.cids, index.cid]
+            inner = Resolved(resolved.root, segments, cids, [*resolved.traversed, index.cid])
             return await self._file(request, inner, headers, await self.run_sync(self._describe, index.cid))
         etag = f'"DirIndex-{resolved.terminal}"'
         headers = {**headers, "ETag": etag}

@@ -338,6 +338,13 @@ def decode_shard(cid: CID, block: bytes | memoryview, fanout: int | None = None)
     return Shard(cid, node_fanout, bitfield, tuple(links))
 
 
+def sub_shards(cid: CID, block: bytes | memoryview) -> list[CID]:
+    """The sub-shards a directory node links to: none for a flat directory or another node."""
+    if cid.codec != DAG_PB or not is_shard(block):
+        return []
+    return [link.cid for link in decode_shard(cid, block).links if link.is_shard]
+
+
 def is_shard(block: bytes | memoryview) -> bool:
     """True when a dag-pb block's UnixFS type is HAMTShard (no other validation)."""
     try:

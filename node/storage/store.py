@@ -25,7 +25,7 @@ from pathlib import Path
 
 import zstandard
 
-from . import index
+from . import directories, index
 from .cid import CID, DAG_PB
 from .dagpb import DagPBError, decode_node
 from .errors import BlockNotFound, CorruptBlock, NoSpace, QuotaExceeded, StoreError
@@ -720,40 +720,26 @@ class BlockStore:
         return DagStat(cid, kind, size, dag_size, blocks, missing, self.is_pinned(cid))
 
     def ls(self, cid: CID) -> list[DirEntry]:
-        block = self.get_block(cid)
-        if cid.codec != DAG_PB:
-            raise StoreError(f"{cid} is a file, not a directory")
-        node, data = decode_unixfs(block)
-        if data.type == NodeType.HAMT_SHARD:
-            raise StoreError(f"{cid} is a sharded directory, which this node cannot list yet")
-        if data.type != NodeType.DIRECTORY:
-            raise StoreError(f"{cid} is a {data.type.name.lower()}, not a directory")
+        """The entries of a directory, flat or HAMT-sharded, with the type and size of those stored."""
+        try:
+            links = list(directories.iter_links(cid, self.get_block))
+        except directories.PathError as exc:
+            raise StoreError(str(exc)) from None
         entries = []
-        for link in node.links:
-            kind, size = "unknown", link.tsize or 0
+        for link in links:
+            kind, size = "unknown", link.tsize
             if self.has(link.cid):
                 child = self.stat(link.cid)
                 kind, size = child.type, child.size
-            entries.append(DirEntry(link.name or "", link.cid, kind, size))
+            entries.append(DirEntry(link.name, link.cid, kind, size))
         return entries
 
     def resolve(self, root: CID, path: str) -> CID:
-        """Follow ``a/b/c`` through UnixFS directories from ``root``."""
-        cid = root
-        for part in (p for p in path.split("/") if p):
-            names = {entry.name: entry.cid for entry in self._dir_links(cid)}
-            if part not in names:
-                raise BlockNotFound(f"{root}/{path}")
-            cid = names[part]
-        return cid
-
-    def _dir_links(self, cid: CID) -> list[DirEntry]:
-        if cid.codec != DAG_PB:
-            raise StoreError(f"{cid} is a file, not a directory")
-        node, data = decode_unixfs(self.get_block(cid))
-        if data.type != NodeType.DIRECTORY:
-            raise StoreError(f"{cid} is not a directory")
-        return [DirEntry(link.name or "", link.cid, "unknown", link.tsize or 0) for link in node.links]
+        """Follow ``a/b/c`` through UnixFS directories (flat or sharded) from ``root``."""
+        try:
+            return directories.resolve(root, [p for p in path.split("/") if p], self.get_block).cids[-1]
+        except directories.PathError as exc:
+            raise BlockNotFound(f"{root}/{path}: {exc}") from None
 
     # -- pins, quota, gc -----------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from libp2p.peer.id import ID
 from ..storage.cid import CID, DAG_PB
 from ..storage.dagpb import DagPBError, decode_node
 from ..storage.errors import StoreError
+from ..storage.hamt import HAMTError, max_levels, sub_shards
 from ..storage.layout import children_in_range
 from ..storage.store import BlockStore, ImportBatch
 from .bitswap_wire import (
@@ -362,6 +363,19 @@ class BlockExchange:
         """Fetch exactly these blocks (those the store lacks), not what they link to."""
         missing = [c for c in cids if not await trio.to_thread.run_sync(self.store.has, c)]
         return await self._fetch(missing, peers, None, _nothing, timeout, 32, idle_limit, None)
+
+    async def fetch_shards(self, root: CID, peers: list[ID], *, timeout: float = 10.0) -> int:
+        """Fetch the directory node ``root`` and, if it is a HAMT, all its shard nodes, one trie level
+        per round; entries are not fetched. A shard that lies is refused when it is decoded."""
+        fetched = 0
+        level = [root]
+        for _ in range(max_levels() + 1):  # the root's level and at most max_levels() below it
+            fetched += await self.fetch_blocks(level, peers, timeout=timeout)
+            blocks = [await trio.to_thread.run_sync(self.store.get_block, cid) for cid in level]
+            level = [sub for cid, block in zip(level, blocks, strict=True) for sub in sub_shards(cid, block)]
+            if not level:
+                return fetched
+        raise HAMTError(f"{root}: sharded deeper than any valid HAMT")
 
     async def fetch_range(
         self, root: CID, offset: int, length: int, peers: list[ID], *, timeout: float = 10.0, idle_limit: float = 30.0

@@ -132,6 +132,11 @@ class Swarm:
     async def fetch_block(self, cid: CID) -> None:
         await self._with_providers(cid, lambda peers: self.exchange.fetch_blocks([cid], peers))
 
+    async def fetch_directory(self, cid: CID) -> None:
+        """Fetch a directory's own blocks, not its entries: a flat directory's node, or every shard
+        of a HAMT, a level per round (at most 8 levels: a few round trips, however many entries)."""
+        await self._with_providers(cid, lambda peers: self.exchange.fetch_shards(cid, peers))
+
     async def fetch_range(self, root: CID, offset: int, length: int) -> None:
         await self._with_providers(root, lambda peers: self.exchange.fetch_range(root, offset, length, peers))
 
