@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Node, gen
+from conftest import Node, Served, gen
 from dags import file_dag, write_car
 from node.storage.car import read_car
 from node.storage.cid import CID, DAG_PB
@@ -93,3 +93,74 @@ def test_identity_cids_answer_from_the_cid(node: Node) -> None:
     long = "bafkqa" + "a" * 400  # an identity multihash far over the cap
     failed = node.run("cat", long)
     assert failed.code != 0 and "Traceback" not in failed.stderr
+
+
+def _file_node(children: list[tuple[CID, int, int]], data: bytes = b"") -> tuple[CID, bytes]:
+    """A file node over (cid, tsize, content size) children, with ``data`` of its own first."""
+    from node.storage.dagpb import PBLink, PBNode, encode_node
+    from node.storage.unixfs import NodeType, UnixFSData
+
+    unixfs = UnixFSData(
+        NodeType.FILE, data=data or None, filesize=len(data) + sum(c[2] for c in children),
+        blocksizes=tuple(c[2] for c in children),
+    )  # fmt: skip
+    block = encode_node(PBNode(tuple(PBLink(c, "", t) for c, t, _ in children), unixfs.encode()))
+    return CID.for_block(DAG_PB, block), block
+
+
+def test_uneven_dags_trickle_shaped_with_identity_leaves_read_in_ranges(tmp_path: Path) -> None:
+    """A trickle-shaped file: a root with bytes of its own, leaves beside subtrees of different
+    depths, an identity-inlined leaf and a dag-pb leaf. Every range reads right."""
+    from node.storage.cid import RAW, encode_varint
+
+    a, b, c = gen(1000, b"a"), gen(3000, b"b"), gen(500, b"c")
+    inline = b"inline bytes"
+    identity = CID(1, RAW, encode_varint(0) + encode_varint(len(inline)) + inline)
+    leaf_a, leaf_b, leaf_c = (CID.for_block(RAW, x) for x in (a, b, c))
+    dagpb_leaf, dagpb_leaf_block = _file_node([], data=b"dag-pb leaf bytes")
+    deep, deep_block = _file_node([(leaf_c, len(c), len(c)), (dagpb_leaf, len(dagpb_leaf_block), 17)])
+    mid, mid_block = _file_node([(leaf_b, len(b), len(b)), (deep, len(deep_block), len(c) + 17)])
+    root, root_block = _file_node(
+        [(leaf_a, len(a), len(a)), (identity, 0, len(inline)), (mid, len(mid_block), len(b) + len(c) + 17)],
+        data=b"root's own",
+    )
+    whole = b"root's own" + a + inline + b + c + b"dag-pb leaf bytes"
+    store = BlockStore(tmp_path / "store")
+    with store.batch() as batch:
+        for cid, block in ((root, root_block), (mid, mid_block), (deep, deep_block), (dagpb_leaf, dagpb_leaf_block),
+                           (leaf_a, a), (leaf_b, b), (leaf_c, c)):  # fmt: skip
+            batch.put_verified(cid, block)
+        batch.commit([root], "uneven", 0, pin=True)
+    assert store.file_size(root) == len(whole)
+    assert b"".join(store.read_range(root)) == whole
+    for offset in range(0, len(whole), 97):
+        for length in (1, 50, 1200, len(whole)):
+            assert b"".join(store.read_range(root, offset, length)) == whole[offset : offset + length]
+
+
+def test_a_dag_whose_sizes_lie_is_refused_naming_the_node(tmp_path: Path) -> None:
+    """Tried: an inner node whose blocksizes claim more than its child node holds."""
+    from node.storage.cid import RAW
+    from node.storage.unixfs import UnixFSError
+
+    leaf = gen(1000, b"leaf")
+    leaf_cid = CID.for_block(RAW, leaf)
+    inner, inner_block = _file_node([(leaf_cid, len(leaf), len(leaf))])
+    root, root_block = _file_node([(inner, len(inner_block), 5000)])
+    store = BlockStore(tmp_path / "store")
+    with store.batch() as batch:
+        for cid, block in ((root, root_block), (inner, inner_block), (leaf_cid, leaf)):
+            batch.put_verified(cid, block)
+        batch.commit([root], "lie", 0)
+    with pytest.raises(UnixFSError, match=str(inner)):
+        b"".join(store.read_range(root))
+
+
+def test_identity_cid_over_the_cap_is_a_400(served: Served) -> None:
+    import httpx
+
+    too_long = CID.parse("bafkqac3imvwgy3zao5xxe3de").encode()[:6] + "a" * 400
+    answer = httpx.get(f"{served.url}/ipfs/{too_long}", timeout=30)
+    assert answer.status_code == 400
+    probe = httpx.get(f"{served.url}/ipfs/bafkqaaa", timeout=30)
+    assert probe.status_code == 200 and probe.content == b""
