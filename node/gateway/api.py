@@ -208,6 +208,8 @@ class WriteAPI:
         cid = parse_cid(request.path_params["cid"])
         if not self.store.has(cid):
             raise HTTPProblem(404, f"{cid} is not in the store")
+        if self.store.is_withheld(cid):
+            raise HTTPProblem(410, f"{cid} is not public")
         facts: MediaFacts = await anyio.to_thread.run_sync(self.media.facts, self.store, cid)
         return JSONResponse(attachment_object(facts, self.gateway_url(cid)))
 

@@ -257,6 +257,10 @@ class Gateway:
             resolved: Resolved = await self.run_sync(resolve, self.store, cid, segments)
         else:
             resolved = Resolved(cid, [], [cid], [cid])
+        if self.store.any_withheld():  # private S3 objects exist: is this one of them?
+            withheld = await self.run_sync(lambda: next(filter(self.store.is_withheld, resolved.traversed), None))
+            if withheld is not None:
+                raise HTTPProblem(410, f"{withheld} is not public here")
         common = {
             "X-Ipfs-Path": resolved.ipfs_path,
             "X-Ipfs-Roots": ",".join(str(c) for c in resolved.cids),

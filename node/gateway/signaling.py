@@ -70,6 +70,8 @@ class SignalingEndpoint:
 
     def _pieces(self, cid: CID) -> tuple[int, int]:
         """Pieces and bytes of a file stored here whole, or raise ``Refused``."""
+        if self.store.is_withheld(cid):
+            raise Refused(f"{cid} is not public")
         try:
             layout, locations = self.store.layout(cid)
         except (BlockNotFound, NotAFileError, UnixFSError) as exc:

@@ -59,6 +59,10 @@ class BalancedFileBuilder:
         self._sink.put_leaf(cid, data)
         self._push(0, Child(cid, len(data), len(data)))
 
+    def add_stored_leaf(self, leaf: Child) -> None:
+        """A leaf already in the store (a multipart upload's parts): linked, not written again."""
+        self._push(0, leaf)
+
     def _push(self, level: int, child: Child) -> None:
         if level == len(self._pending):
             self._pending.append([])
@@ -113,16 +117,17 @@ def import_stream(
 class ChunkFeeder:
     """Push-style import for bytes that arrive in pieces (an HTTP body): feed, then finish.
 
-    Also keeps the SHA-256 of the whole content, which ActivityPub attachments
-    carry as their digest.
+    Also keeps a digest of the whole content: SHA-256 by default, which ActivityPub
+    attachments carry; MD5 for S3's ETags (hashed here, beside the leaves' SHA-256, so
+    the body is read once).
     """
 
-    def __init__(self, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    def __init__(self, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, content_hash: str = "sha256") -> None:
         check_chunk_size(chunk_size)
         self._builder = BalancedFileBuilder(sink)
         self._chunk_size = chunk_size
         self._pending = bytearray()
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.new(content_hash)
         self.size = 0
 
     def feed(self, data: bytes) -> None:
@@ -134,7 +139,7 @@ class ChunkFeeder:
             del self._pending[: self._chunk_size]
 
     def finish(self) -> tuple[Child, bytes]:
-        """Return the root and the SHA-256 digest of everything fed."""
+        """Return the root and the digest of everything fed."""
         if self._pending:
             self._builder.add_leaf(bytes(self._pending))
             self._pending.clear()

@@ -14,6 +14,11 @@ Tables:
 - ``pins``: recursive pins.
 - ``roots``: what was added, imported or fetched as a whole, with last access:
   the unit the quota's LRU eviction removes.
+- ``holds``: pins held by someone other than the operator (an S3 object key
+  holds its CID): a CID stays pinned while any hold or pin names it. A hold
+  is public or not; ``withheld`` lists the blocks of CIDs that only private
+  holds keep (and no pin, and no public DAG shares), which the node serves to
+  no one but the holders' owners (not the public gateway, Bitswap or viewers).
 - ``quarantine``: blocks ``verify`` or a hashed read found corrupt.
 - ``meta``: ``generation``, bumped whenever a block moves or disappears, so
   in-memory layouts computed from older rows are dropped.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packs (
@@ -60,6 +65,16 @@ CREATE TABLE IF NOT EXISTS roots (
     last_access REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS roots_by_access ON roots(last_access);
+CREATE TABLE IF NOT EXISTS holds (
+    holder TEXT PRIMARY KEY,
+    cid BLOB NOT NULL,
+    public INTEGER NOT NULL,
+    created REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_by_cid ON holds(cid);
+CREATE TABLE IF NOT EXISTS withheld (
+    cid BLOB PRIMARY KEY
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     cid BLOB NOT NULL,
     found REAL NOT NULL,
@@ -85,23 +100,29 @@ def connect(path: Path) -> sqlite3.Connection:
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"index {path} is from a newer medianode (schema {version})")
     conn.executescript(SCHEMA)
-    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    if version < SCHEMA_VERSION:
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        # Tables were just made (or added): fold them into the database file rather than leave the
+        # schema's pages in the write-ahead log for the life of the process.
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return conn
 
 
 LIVE_FROM_PINS = """
 WITH RECURSIVE live(cid) AS (
-    SELECT cid FROM pins
+    SELECT cid FROM pins UNION SELECT cid FROM holds
     UNION SELECT links.child FROM links JOIN live ON links.parent = live.cid
 )
 """
 
 LIVE_FROM_PINS_AND_ROOTS = """
 WITH RECURSIVE live(cid) AS (
-    SELECT cid FROM pins UNION SELECT cid FROM roots
+    SELECT cid FROM pins UNION SELECT cid FROM holds UNION SELECT cid FROM roots
     UNION SELECT links.child FROM links JOIN live ON links.parent = live.cid
 )
 """
+
+PINNED = "SELECT cid FROM pins UNION SELECT cid FROM holds"
 
 DAG_OF = """
 WITH RECURSIVE dag(cid) AS (

@@ -230,8 +230,17 @@ class ImportBatch:
     def __contains__(self, cid: CID) -> bool:
         return bytes(cid.to_v1()) in self._seen
 
-    def commit(self, roots: Sequence[CID] = (), name: str | None = None, size: int = 0, pin: bool = False) -> None:
-        """Seal the pack and make the blocks, the roots and (with ``pin``) their pins visible at once."""
+    def commit(
+        self,
+        roots: Sequence[CID] = (),
+        name: str | None = None,
+        size: int = 0,
+        pin: bool = False,
+        hold: tuple[str, bool] | None = None,
+    ) -> None:
+        """Seal the pack and make the blocks, the roots and (with ``pin``) their pins, or (with ``hold``,
+        a holder and whether it is public) the first root's hold, visible at once: a pin or hold over
+        the quota undoes it all."""
         store = self._store
         try:
             self._finish_writes()
@@ -257,6 +266,8 @@ class ImportBatch:
                     )
                     if pin:
                         store._pin_in_transaction(db, root, name)
+                if hold is not None:
+                    store._hold_in_transaction(db, hold[0], roots[0], hold[1])
         except BaseException:
             self._writer.abort()
             raise
@@ -264,7 +275,7 @@ class ImportBatch:
             self._writer.abort()
         self._writer.release()
         self._committed = True
-        if not pin:
+        if not pin and hold is None:
             store.enforce_quota(protect=roots)
 
     def _insert(self, db: sqlite3.Connection) -> bool:
@@ -322,6 +333,8 @@ class BlockStore:
         self._touched: dict[bytes, float] = {}
         self._generation_value = 0
         self._generation_read_at = float("-inf")
+        self._withheld_any = False
+        self._withheld_read_at = float("-inf")
         self.recover()
 
     # -- housekeeping ---------------------------------------------------------------
@@ -744,14 +757,107 @@ class BlockStore:
     # -- pins, quota, gc -----------------------------------------------------------------
 
     def is_pinned(self, cid: CID) -> bool:
+        """Pinned by the operator or held (by an S3 object, say)."""
         with self._lock:
-            return self.db.execute("SELECT 1 FROM pins WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone() is not None
+            return (
+                self.db.execute(f"SELECT 1 FROM ({index.PINNED}) WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone()
+                is not None
+            )
 
     def root_cids(self) -> list[CID]:
-        """Every pinned CID and every root added or fetched as a whole: what a node announces."""
+        """Every pinned or held CID and every root added or fetched as a whole, except what is
+        withheld: what a node announces."""
         with self._lock:
-            rows = self.db.execute("SELECT cid FROM pins UNION SELECT cid FROM roots").fetchall()
+            rows = self.db.execute(
+                f"SELECT cid FROM ({index.PINNED} UNION SELECT cid FROM roots) "
+                "WHERE cid NOT IN (SELECT cid FROM withheld)"
+            ).fetchall()
         return [CID.from_bytes(row[0]) for row in rows]
+
+    # -- holds: pins kept by others (S3 keys), and what only private ones keep ---------------
+
+    def hold(self, holder: str, cid: CID, public: bool) -> None:
+        """``holder`` (e.g. an S3 bucket and key) keeps ``cid`` pinned; moving a holder to another CID
+        or changing its visibility replaces its hold. Refused (nothing changes) past the quota."""
+        with self._transaction() as db:
+            self._hold_in_transaction(db, holder, cid, public)
+
+    def _hold_in_transaction(self, db: sqlite3.Connection, holder: str, cid: CID, public: bool) -> None:
+        key = bytes(cid.to_v1())
+        blocks, missing, _ = self.dag_counts(cid)
+        if missing:
+            raise StoreError(f"cannot hold {cid}: {missing} of its {blocks} blocks are not in the store")
+        old = db.execute("SELECT cid FROM holds WHERE holder = ?", (holder,)).fetchone()
+        db.execute(
+            "INSERT INTO holds(holder, cid, public, created) VALUES (?, ?, ?, ?) ON CONFLICT(holder) "
+            "DO UPDATE SET cid = excluded.cid, public = excluded.public",
+            (holder, key, int(public), time.time()),
+        )
+        quota = self.config.quota
+        # Pinned bytes are at most what is on disk: walk the pins only when the disk is past the quota.
+        if quota and (old is None or old[0] != key) and self.usage() > quota:
+            pinned = self.pinned_bytes()
+            if pinned > quota:
+                raise QuotaExceeded(f"keeping {cid} would put {pinned} bytes under pins, over the quota of {quota}")
+        self._refresh_withheld(db, {key} | ({old[0]} if old else set()))
+
+    def release(self, holder: str) -> CID | None:
+        """Drop ``holder``'s hold; return the CID it held (gc frees it once nothing else keeps it)."""
+        with self._transaction() as db:
+            row = db.execute("DELETE FROM holds WHERE holder = ? RETURNING cid", (holder,)).fetchone()
+            if row is None:
+                return None
+            self._refresh_withheld(db, {row[0]})
+        return CID.from_bytes(row[0])
+
+    def holders(self, cid: CID) -> list[tuple[str, bool]]:
+        with self._lock:
+            rows = self.db.execute("SELECT holder, public FROM holds WHERE cid = ?", (bytes(cid.to_v1()),))
+            return [(holder, bool(public)) for holder, public in rows.fetchall()]
+
+    def any_withheld(self) -> bool:
+        """Whether anything is withheld at all, re-read at most every GENERATION_TTL seconds (another
+        process may have changed it): readers skip the per-block check while nothing is."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._withheld_read_at > GENERATION_TTL:
+                self._withheld_any = self.db.execute("SELECT EXISTS (SELECT 1 FROM withheld)").fetchone()[0] == 1
+                self._withheld_read_at = now
+            return self._withheld_any
+
+    def is_withheld(self, cid: CID) -> bool:
+        """True for a block that only private holds keep: not for the public gateway, peers or viewers."""
+        if cid.is_identity or not self.any_withheld():
+            return False
+        with self._lock:
+            return self.db.execute("SELECT 1 FROM withheld WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone() is not None
+
+    def _refresh_withheld(self, db: sqlite3.Connection, roots: set[bytes]) -> None:
+        """Recompute ``withheld`` for the DAGs of ``roots``: a root with holds that are all private
+        and no pin is withheld with its DAG, except the parts another DAG also links to (a block
+        with a parent outside it, and everything below such a block, stays public)."""
+        for root in roots:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS dag_set(cid BLOB PRIMARY KEY) WITHOUT ROWID")
+            db.execute("DELETE FROM dag_set")
+            db.execute(index.DAG_OF + "INSERT INTO dag_set SELECT cid FROM dag", (root,))
+            db.execute("DELETE FROM withheld WHERE cid IN (SELECT cid FROM dag_set)")
+            private = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM holds WHERE cid = ?1) "
+                "AND NOT EXISTS (SELECT 1 FROM holds WHERE cid = ?1 AND public) "
+                "AND NOT EXISTS (SELECT 1 FROM pins WHERE cid = ?1)",
+                (root,),
+            ).fetchone()[0]
+            if private:
+                db.execute(
+                    "WITH RECURSIVE shared(cid) AS ("
+                    "  SELECT dag_set.cid FROM dag_set JOIN links ON links.child = dag_set.cid"
+                    "  WHERE links.parent NOT IN (SELECT cid FROM dag_set)"
+                    "  UNION SELECT links.child FROM links JOIN shared ON links.parent = shared.cid"
+                    ") INSERT OR IGNORE INTO withheld SELECT cid FROM dag_set "
+                    "WHERE cid NOT IN (SELECT cid FROM shared)"
+                )
+            db.execute("DELETE FROM dag_set")
+        self._withheld_read_at = float("-inf")
 
     def pins(self) -> list[tuple[CID, str | None, float]]:
         with self._lock:
@@ -759,6 +865,7 @@ class BlockStore:
         return [(CID.from_bytes(cid), name, created) for cid, name, created in rows]
 
     def pinned_bytes(self) -> int:
+        """Bytes on disk that pins and holds keep."""
         with self._lock:
             row = self.db.execute(
                 index.LIVE_FROM_PINS + "SELECT coalesce(sum(blocks.length), 0) FROM live JOIN blocks USING (cid)"
@@ -777,8 +884,9 @@ class BlockStore:
         if missing:
             raise StoreError(f"cannot pin {cid}: {missing} of its {blocks} blocks are not in the store")
         db.execute("INSERT OR IGNORE INTO pins(cid, name, created) VALUES (?, ?, ?)", (key, name, time.time()))
+        self._refresh_withheld(db, {key})
         quota = self.config.quota
-        if quota:
+        if quota and self.usage() > quota:  # pinned bytes are at most what is on disk
             pinned = self.pinned_bytes()
             if pinned > quota:
                 raise QuotaExceeded(f"pinning {cid} would put {pinned} bytes under pins, over the quota of {quota}")
@@ -787,6 +895,7 @@ class BlockStore:
         with self._transaction():
             if not self.db.execute("DELETE FROM pins WHERE cid = ?", (bytes(cid.to_v1()),)).rowcount:
                 raise StoreError(f"{cid} is not pinned")
+            self._refresh_withheld(self.db, {bytes(cid.to_v1())})
 
     def usage(self) -> int:
         with self._lock:
@@ -809,8 +918,7 @@ class BlockStore:
                 victims = [
                     row
                     for row in self.db.execute(
-                        "SELECT cid, size FROM roots WHERE cid NOT IN (SELECT cid FROM pins) "
-                        "ORDER BY last_access LIMIT 64"
+                        f"SELECT cid, size FROM roots WHERE cid NOT IN ({index.PINNED}) ORDER BY last_access LIMIT 64"
                     ).fetchall()
                     if row[0] not in keep
                 ]
@@ -838,8 +946,9 @@ class BlockStore:
             ).fetchone()
             self.db.execute("DELETE FROM blocks WHERE cid NOT IN (SELECT cid FROM live_set)")
             self.db.execute("DELETE FROM links WHERE parent NOT IN (SELECT cid FROM live_set)")
+            self.db.execute("DELETE FROM withheld WHERE cid NOT IN (SELECT cid FROM live_set)")
             if drop_roots:
-                self.db.execute("DELETE FROM roots WHERE cid NOT IN (SELECT cid FROM pins)")
+                self.db.execute(f"DELETE FROM roots WHERE cid NOT IN ({index.PINNED})")
             for pack_id, name in self.db.execute(
                 "SELECT id, name FROM packs WHERE NOT EXISTS (SELECT 1 FROM blocks WHERE blocks.pack = packs.id)"
             ).fetchall():

@@ -263,7 +263,10 @@ class BlockExchange:
         return (len(queue.wants), queue.reply_bytes) if queue is not None else (0, 0)
 
     def _block_or_none(self, cid: CID) -> bytes | None:
+        """The block, or None when we lack it or it is withheld (only private S3 objects keep it)."""
         try:
+            if self.store.is_withheld(cid):
+                return None
             return self.store.get_block(cid)
         except StoreError:
             return None
