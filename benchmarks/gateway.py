@@ -126,7 +126,7 @@ def start_nginx(prefix: Path, root: Path) -> tuple[subprocess.Popen[bytes], str]
 def start_gateway(data_dir: Path, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
     """``medianode serve`` on a free port; its base URL comes from the first JSON line on stdout."""
     out, err = logs / "gateway.out", logs / "gateway.err"
-    cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--no-mdns", "--json")
+    cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--no-mdns", "--json")
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
     deadline = time.monotonic() + START_TIMEOUT

@@ -126,7 +126,7 @@ def watch_pair(work: Path, total: int, runs: int) -> tuple[float, float]:
     hub_dir = work / "hub"
     cid = json.loads(subprocess.run(medianode(hub_dir, "add", str(clip), "--json"), check=True,
                                     capture_output=True, cwd=REPO).stdout)["cid"]  # fmt: skip
-    hub = subprocess.Popen(medianode(hub_dir, "serve", "--gateway", "127.0.0.1:0", "--listen",
+    hub = subprocess.Popen(medianode(hub_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen",
                                      "/ip4/127.0.0.1/tcp/0", "--no-dht", "--no-mdns", "--json"),
                            stdout=subprocess.PIPE, cwd=REPO)  # fmt: skip
     assert hub.stdout is not None

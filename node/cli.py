@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, NodeConfig, default_data_dir, load, parse_size
+from .config import ConfigError, NodeConfig, default_data_dir, load, parse_size, url_host
 from .logs import setup_logging
 from .storage.car import CarError
 from .storage.cid import CID, CIDError
@@ -156,8 +156,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     from .daemon import run_node, with_overrides
 
     gateway = parse_listen(args.gateway) if args.gateway else None
+    s3: tuple[str, int] | bool | None = False if args.no_s3 else (parse_listen(args.s3) if args.s3 else None)
     config = with_overrides(
-        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=args.mdns
+        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=args.mdns, s3=s3
     )
     demo: tuple[CID, int] | None = None
     if args.demo:
@@ -169,6 +170,8 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
         base = node["gateway"]
         info: dict[str, Any] = {**node, "data_dir": str(config.data_dir)}
         lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID", f"peer id: {node['peer_id']}"]
+        if node.get("s3"):
+            lines.append(f"s3: {node['s3']} (keys: medianode s3 key create --name HOST)")
         lines += [f"swarm: {addr}" for addr in node["swarm"]]
         if demo is not None:
             info["demo"] = {"cid": str(demo[0]), "url": f"{base}/ipfs/{demo[0]}", "watch": f"{base}/watch/{demo[0]}"}
@@ -267,6 +270,43 @@ def cmd_token(args: argparse.Namespace, out: Output) -> None:
         raise CommandError(str(exc)) from None
     finally:
         tokens.close()
+
+
+def cmd_s3(args: argparse.Namespace, out: Output) -> None:
+    from .gateway.s3.catalog import Catalog, CatalogError
+
+    config = load(args.data_dir)
+    catalog = Catalog(config.data_dir / "s3.sqlite")
+    try:
+        if args.s3_command == "create":
+            limit = parse_size(args.limit) if args.limit else 0
+            key = catalog.create_key(args.name, limit)
+            out.result(
+                {"name": key.name, "access_key_id": key.access_key_id, "secret_access_key": key.secret,
+                 "limit": key.limit, "endpoint": f"http://{url_host(config.s3.listen[0])}:{config.s3.listen[1]}"},
+                f"created S3 key {key.name!r}; the secret is shown only now:\n"
+                f"access key id:     {key.access_key_id}\nsecret access key: {key.secret}",
+            )  # fmt: skip
+        elif args.s3_command == "revoke":
+            key = catalog.revoke_key(args.name)
+            out.result({"name": key.name, "access_key_id": key.access_key_id, "revoked": True},
+                       f"revoked S3 key {key.name!r} ({key.access_key_id})")  # fmt: skip
+        else:
+            keys = [
+                {"name": k.name, "access_key_id": k.access_key_id, "limit": k.limit, "created": k.created,
+                 "used": catalog.used_bytes(k.access_key_id),
+                 "buckets": [b.name for b in catalog.buckets(k.access_key_id)]}
+                for k in catalog.access_keys()
+            ]  # fmt: skip
+            out.result(
+                {"keys": keys},
+                "\n".join(f"{k['name']} {k['access_key_id']} used {k['used']} of {k['limit'] or 'unlimited'}"
+                          f" buckets: {', '.join(k['buckets']) or '-'}" for k in keys),  # type: ignore[arg-type]
+            )  # fmt: skip
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        catalog.close()
 
 
 def _resolve(store: BlockStore, target: str) -> CID:
@@ -656,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="peer to stay connected to, repeatable",
     )
     p.add_argument("--no-dht", action="store_true", help="neither announce nor look up providers in the DHT")
+    s3 = p.add_mutually_exclusive_group()
+    s3.add_argument("--s3", metavar="HOST:PORT", help="S3 API address (default from config: 127.0.0.1:9000)")
+    s3.add_argument("--no-s3", action="store_true", help="do not run the S3 API")
     mdns = p.add_mutually_exclusive_group()
     mdns.add_argument(
         "--mdns", dest="mdns", action="store_true", default=None, help="find and announce peers on the LAN over mDNS"
@@ -681,6 +724,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = token_sub.add_parser("revoke", parents=[common], help="revoke a token")
     q.add_argument("name")
     token_sub.add_parser("ls", parents=[common], help="list tokens")
+
+    p = command("s3", cmd_s3, "manage keys for the S3 API (one per fediverse server)")
+    s3_sub = p.add_subparsers(dest="s3_command", required=True, metavar="key")
+    q = s3_sub.add_parser("key", parents=[common], help="create, list or revoke access keys")
+    key_sub = q.add_subparsers(dest="s3_command", required=True, metavar="create|ls|revoke")
+    r = key_sub.add_parser("create", parents=[common], help="create a key (its secret is printed once)")
+    r.add_argument("--name", required=True, help="who the key is for, e.g. the instance's host name")
+    r.add_argument("--limit", help="bytes of objects this key may keep, e.g. 500GiB (default: no limit)")
+    r = key_sub.add_parser("revoke", parents=[common], help="revoke a key (its buckets and objects stay)")
+    r.add_argument("name", help="the key's name or access key id")
+    key_sub.add_parser("ls", parents=[common], help="list keys, their usage and buckets")
 
     p = command("cat", cmd_cat, "write a file's bytes to stdout")
     p.add_argument("cid", help="CID or CID/path")

@@ -48,6 +48,19 @@ max_upload = "4GiB"
 cache_whole_max = "32MiB"
 read_ahead = "8MiB"
 
+[s3]
+# An S3-compatible API for fediverse servers' media storage (Mastodon, PeerTube, Loops, Pixelfed):
+# objects are ordinary files in the store, shared in the swarm. Keys: medianode s3 key create.
+enabled = true
+# Where it listens (medianode serve --s3 overrides, --no-s3 turns it off).
+listen = "127.0.0.1:9000"
+# The region clients must sign for; empty: any region is accepted.
+region = ""
+# For virtual-host-style addressing (BUCKET.DOMAIN), the domain clients use, e.g. "s3.media.example".
+domain = ""
+# Parts of multipart uploads not completed within this many hours are deleted.
+incomplete_upload_hours = 168
+
 [swarm]
 # libp2p listen addresses (TCP; Noise and Yamux only). medianode serve --listen overrides.
 # Loopback only until you choose: to be reachable by other nodes, listen on a public address
@@ -136,6 +149,15 @@ class GatewayConfig:
 
 
 @dataclass(frozen=True)
+class S3Config:
+    enabled: bool = True
+    listen: tuple[str, int] = ("127.0.0.1", 9000)
+    region: str = ""
+    domain: str = ""
+    incomplete_upload_hours: float = 168.0
+
+
+@dataclass(frozen=True)
 class SwarmConfig:
     listen: tuple[str, ...]
     bootstrap: tuple[str, ...]
@@ -162,6 +184,7 @@ class NodeConfig:
     gateway: GatewayConfig
     swarm: SwarmConfig = SwarmConfig((DEFAULT_SWARM_LISTEN,), ())
     viewers: ViewersConfig = ViewersConfig()
+    s3: S3Config = S3Config()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -221,9 +244,24 @@ def load(data_dir: Path, quota: str | None = None) -> NodeConfig:
             bool(swarm_section.get("mdns", False)),
         )
         viewers = _viewers_config(raw.get("viewers", {}))
+        s3 = _s3_config(raw.get("s3", {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return NodeConfig(data_dir, store, chunk_size, gateway, swarm, viewers)
+    return NodeConfig(data_dir, store, chunk_size, gateway, swarm, viewers, s3)
+
+
+def _s3_config(section: dict[str, object]) -> S3Config:
+    enabled = section.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"s3.enabled must be true or false, got {enabled!r}")
+    hours = section.get("incomplete_upload_hours", 168)
+    if not isinstance(hours, int | float) or isinstance(hours, bool) or hours <= 0:
+        raise ConfigError(f"s3.incomplete_upload_hours must be a positive number, got {hours!r}")
+    domain = str(section.get("domain", "")).strip().lower().rstrip(".")
+    return S3Config(
+        enabled, parse_listen(str(section.get("listen", "127.0.0.1:9000"))), str(section.get("region", "")), domain,
+        float(hours),
+    )  # fmt: skip
 
 
 def _viewers_config(section: dict[str, object]) -> ViewersConfig:

@@ -97,13 +97,14 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip
             base = binds[0].rstrip("/")
+            s3_url = await start_s3(nursery, store, config, stop) if config.s3.enabled else None
             if not config.gateway.public_url:
                 settings.public_url = base  # the port actually bound, also when 0 was asked for
             admin_token["token"] = write_api_file(config.data_dir, base)
             seeding = trio.CancelScope()
             if config.viewers.seed_hubs:
                 nursery.start_soon(seed_viewer_swarms, store, config, seeding)
-            on_ready({"gateway": base, "peer_id": swarm.peer_id, "swarm": swarm.addrs()})
+            on_ready({"gateway": base, "s3": s3_url, "peer_id": swarm.peer_id, "swarm": swarm.addrs()})
             await stop.wait()
             seeding.cancel()
             signaling.close_all()
@@ -112,6 +113,42 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
         remove_api_file(config.data_dir)
         tokens.close()
         store.close()
+
+
+async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:
+    """Start the S3 listener (its own Hypercorn on ``[s3] listen``) and its upkeep; return its URL."""
+    from .gateway.s3.catalog import Catalog
+    from .gateway.s3.server import S3App, S3Settings
+
+    catalog = Catalog(config.data_dir / "s3.sqlite")
+    s3 = config.s3
+    app = S3App(store, catalog, S3Settings(s3.region, s3.domain, config.chunk_size, s3.incomplete_upload_hours))
+    released = await trio.to_thread.run_sync(app.writer.reconcile)
+    if released:
+        log.info("released holds no S3 object names", extra={"fields": {"holds": released}})
+    hyper = HypercornConfig()
+    host, port = s3.listen
+    hyper.bind = [f"{url_host(host)}:{port}"]
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("medianode.http")
+    hyper.graceful_timeout = 5.0
+    hyper.keep_alive_timeout = 75.0
+    hyper.h11_max_incomplete_size = 64 * 1024
+
+    async def upkeep() -> None:
+        try:
+            while not stop.is_set():  # parts of uploads nobody completed, hourly
+                await trio.to_thread.run_sync(app.writer.expire, s3.incomplete_upload_hours)
+                with trio.move_on_after(3600):
+                    await stop.wait()
+        finally:
+            catalog.close()
+
+    binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
+        app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
+    ))  # fmt: skip
+    nursery.start_soon(upkeep)
+    return binds[0].rstrip("/")
 
 
 async def seed_viewer_swarms(store: BlockStore, config: NodeConfig, scope: trio.CancelScope) -> None:
@@ -129,10 +166,16 @@ def with_overrides(
     bootstrap: list[str],
     dht: bool = True,
     mdns: bool | None = None,
+    s3: tuple[str, int] | bool | None = None,
 ) -> NodeConfig:
-    """The config with ``serve``'s command-line options applied."""
+    """The config with ``serve``'s command-line options applied (``s3``: an address, False for
+    --no-s3, None for the config's)."""
     if gateway is not None:
         config = replace(config, gateway=replace(config.gateway, listen=gateway))
+    if s3 is False:
+        config = replace(config, s3=replace(config.s3, enabled=False))
+    elif isinstance(s3, tuple):
+        config = replace(config, s3=replace(config.s3, enabled=True, listen=s3))
     swarm = config.swarm
     if listen:
         swarm = replace(swarm, listen=tuple(listen))

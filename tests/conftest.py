@@ -116,7 +116,7 @@ class Served:
         env = {**os.environ, "MEDIANODE_DATA": str(data_dir)}
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0",
+            [*prefix, sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--s3", "127.0.0.1:0",
              "--listen", listen, *peers, "--mdns" if mdns else "--no-mdns", *args, "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
@@ -127,6 +127,7 @@ class Served:
         ready = json.loads(line)
         self.ready: dict[str, Any] = ready
         self.url: str = ready["gateway"]
+        self.s3_url: str | None = ready.get("s3")
         self.peer_id: str = ready["peer_id"]
         self.swarm_addrs: list[str] = ready["swarm"]
 

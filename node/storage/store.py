@@ -810,6 +810,14 @@ class BlockStore:
             self._refresh_withheld(db, {row[0]})
         return CID.from_bytes(row[0])
 
+    def holds_under(self, prefix: str) -> list[tuple[str, CID]]:
+        """Every (holder, CID) whose holder name starts with ``prefix`` (to reconcile a catalogue)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT holder, cid FROM holds WHERE substr(holder, 1, ?) = ? ORDER BY holder", (len(prefix), prefix)
+            ).fetchall()
+        return [(holder, CID.from_bytes(cid)) for holder, cid in rows]
+
     def holders(self, cid: CID) -> list[tuple[str, bool]]:
         with self._lock:
             rows = self.db.execute("SELECT holder, public FROM holds WHERE cid = ?", (bytes(cid.to_v1()),))

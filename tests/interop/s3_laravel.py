@@ -251,6 +251,7 @@ def main(argv: list[str]) -> dict:
 
     # config/filesystems.php 's3' disk: key, secret, region, bucket, endpoint, use_path_style_endpoint
     config = Config(
+        signature_version="s3v4",  # aws-sdk-php signs everything, presigned URLs too, with SigV4 (boto3: SigV2 URLs)
         s3={"addressing_style": args.addressing},
         request_checksum_calculation=args.checksum,
         response_checksum_validation=args.checksum,
@@ -338,6 +339,8 @@ def main(argv: list[str]) -> dict:
         php_copy_source = f"/{bucket}/" + urllib.parse.quote(source, safe="-_.~")  # rawurlencode($key)
 
         def put_php_copy_source(request, **kwargs):
+            # Replace, not add: botocore's headers keep duplicates, and it would sign both values.
+            del request.headers["x-amz-copy-source"]
             request.headers["x-amz-copy-source"] = php_copy_source
 
         s3.meta.events.register_first("before-sign.s3.CopyObject", put_php_copy_source, unique_id="php-copy-source")

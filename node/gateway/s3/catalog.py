@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS objects (
     modified REAL NOT NULL,
     public INTEGER NOT NULL,
     headers TEXT NOT NULL,
+    parts TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_cid ON objects(cid);
@@ -76,7 +77,7 @@ CREATE TABLE IF NOT EXISTS parts (
 """
 
 ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
-OBJECT_COLUMNS = "bucket, key, cid, size, etag, modified, public, headers"
+OBJECT_COLUMNS = "bucket, key, cid, size, etag, modified, public, headers, parts"
 
 
 class CatalogError(ValueError):
@@ -109,6 +110,7 @@ class ObjectRecord:
     modified: float
     public: bool
     headers: dict[str, str] = field(default_factory=dict)  # Content-Type, Cache-Control, x-amz-meta-*, ...
+    parts: tuple[int, ...] = ()  # sizes of the parts of a multipart upload, for GET ?partNumber=N
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,7 @@ class Catalog:
             self._db.execute("UPDATE keys SET secret = '' WHERE access_key_id = ?", (row[0],))
         return AccessKey(*row)
 
-    def keys(self) -> list[AccessKey]:
+    def access_keys(self) -> list[AccessKey]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT access_key_id, secret, name, limit_bytes, created FROM keys WHERE secret != '' ORDER BY created"
@@ -266,13 +268,13 @@ class Catalog:
                 (record.bucket, record.key),
             ).fetchone()
             self._db.execute(
-                "INSERT INTO objects(bucket, key, cid, size, etag, modified, public, headers) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(bucket, key) DO UPDATE SET cid = excluded.cid, "
+                f"INSERT INTO objects({OBJECT_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(bucket, key) DO UPDATE SET cid = excluded.cid, "
                 "size = excluded.size, etag = excluded.etag, modified = excluded.modified, "
-                "public = excluded.public, headers = excluded.headers",
+                "public = excluded.public, headers = excluded.headers, parts = excluded.parts",
                 (
                     record.bucket, record.key, bytes(record.cid), record.size, record.etag, record.modified,
-                    int(record.public), json.dumps(record.headers),
+                    int(record.public), json.dumps(record.headers), json.dumps(list(record.parts)),
                 ),
             )  # fmt: skip
         return None if old is None else _object(old)
@@ -388,8 +390,18 @@ class Catalog:
 
 
 def _object(row: Any) -> ObjectRecord:
-    bucket, key, cid, size, etag, modified, public, headers = row
-    return ObjectRecord(bucket, key, CID.from_bytes(cid), size, etag, modified, bool(public), json.loads(headers))
+    bucket, key, cid, size, etag, modified, public, headers, parts = row
+    return ObjectRecord(
+        bucket,
+        key,
+        CID.from_bytes(cid),
+        size,
+        etag,
+        modified,
+        bool(public),
+        json.loads(headers),
+        tuple(json.loads(parts)),
+    )
 
 
 def _upload(row: Any) -> Upload:
