@@ -16,6 +16,31 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+INTEROP = REPO / "tests" / "interop"
+
+
+def interop_modules() -> Path:
+    """A directory with tests/interop/package.json installed (Helia, the AWS JavaScript SDK), cached by the
+    manifest's hash. Fails, never skips, when Node.js or npm cannot install it: CI reaches the registry."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        pytest.fail("Node.js and npm are not installed (.ci/run installs them)")
+    manifest = (INTEROP / "package.json").read_bytes()
+    cache_root = Path(os.environ.get("MEDIANODE_TEST_CACHE", Path.home() / ".cache" / "medianode-tests"))
+    target = cache_root / f"helia-{hashlib.sha256(manifest).hexdigest()[:12]}"
+    if not (target / "node_modules" / ".package-lock.json").exists():
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "package.json").write_bytes(manifest)
+        install = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--legacy-peer-deps", "--loglevel=error"],
+            cwd=target, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        if install.returncode != 0:
+            reason = (install.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.fail(f"npm install of tests/interop/package.json failed: {reason}")
+    return target
+
+
 SHARED_VECTORS = REPO.parent / "shared" / "vectors" / "unixfs-cids.json"
 LOCAL_VECTORS = Path(__file__).resolve().parent / "vectors" / "unixfs-trees.json"
 

@@ -8,9 +8,7 @@ added. When npm cannot install Helia the tests fail, saying why.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,32 +16,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Served, gen
+from conftest import INTEROP, Served, gen, interop_modules
 
-INTEROP = Path(__file__).resolve().parent / "interop"
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def helia() -> Path:
     """A directory with Helia installed and our node script beside it."""
-    node = shutil.which("node")
-    npm = shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("Node.js and npm are not installed (.ci/run installs them)")
-    manifest = (INTEROP / "package.json").read_bytes()
-    cache_root = Path(os.environ.get("MEDIANODE_TEST_CACHE", Path.home() / ".cache" / "medianode-tests"))
-    target = cache_root / f"helia-{hashlib.sha256(manifest).hexdigest()[:12]}"
-    if not (target / "node_modules" / "helia").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        (target / "package.json").write_bytes(manifest)
-        install = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--legacy-peer-deps", "--loglevel=error"],
-            cwd=target, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        if install.returncode != 0:
-            reason = (install.stderr.strip().splitlines() or ["no output"])[-1]
-            pytest.fail(f"npm install of Helia failed: {reason}")
+    target = interop_modules()
     shutil.copy(INTEROP / "helia_node.mjs", target / "helia_node.mjs")
     return target
 
