@@ -280,10 +280,24 @@ def cmd_s3(args: argparse.Namespace, out: Output) -> None:
     try:
         if args.s3_command == "create":
             limit = parse_size(args.limit) if args.limit else 0
+            from .gateway.s3.errors import S3Error
+            from .gateway.s3.names import validate_bucket_name
+
+            try:
+                for bucket in args.bucket:
+                    validate_bucket_name(bucket)
+            except S3Error as exc:
+                raise CommandError(f"{bucket!r}: {exc.message}") from None
+            taken = [b for b in args.bucket if catalog.bucket(b) is not None]
+            if taken:
+                raise CommandError(f"bucket {taken[0]!r} exists already")
             key = catalog.create_key(args.name, limit)
+            for bucket in args.bucket:
+                catalog.create_bucket(bucket, key.access_key_id)
             out.result(
                 {"name": key.name, "access_key_id": key.access_key_id, "secret_access_key": key.secret,
-                 "limit": key.limit, "endpoint": f"http://{url_host(config.s3.listen[0])}:{config.s3.listen[1]}"},
+                 "limit": key.limit, "buckets": list(args.bucket),
+                 "endpoint": f"http://{url_host(config.s3.listen[0])}:{config.s3.listen[1]}"},
                 f"created S3 key {key.name!r}; the secret is shown only now:\n"
                 f"access key id:     {key.access_key_id}\nsecret access key: {key.secret}",
             )  # fmt: skip
@@ -732,6 +746,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = key_sub.add_parser("create", parents=[common], help="create a key (its secret is printed once)")
     r.add_argument("--name", required=True, help="who the key is for, e.g. the instance's host name")
     r.add_argument("--limit", help="bytes of objects this key may keep, e.g. 500GiB (default: no limit)")
+    r.add_argument(
+        "--bucket", action="append", default=[], help="create this bucket for the key (repeatable; or CreateBucket)"
+    )
     r = key_sub.add_parser("revoke", parents=[common], help="revoke a key (its buckets and objects stay)")
     r.add_argument("name", help="the key's name or access key id")
     key_sub.add_parser("ls", parents=[common], help="list keys, their usage and buckets")
