@@ -171,8 +171,8 @@ def test_multipart_in_parallel_is_the_file_add_makes(s3: tuple[Served, Any], tmp
 def test_bad_input_is_refused_with_s3_codes_and_stores_nothing(s3: tuple[Served, Any]) -> None:
     """Tried, each against a real serve: a wrong secret, an unknown key, a clock 20 minutes off, an expired
     presigned URL, a wrong Content-MD5, a wrong CRC32, a body shorter than its Content-Length, bucket names S3
-    forbids, a key over 1024 bytes, another tenant's bucket, a missing bucket or key, parts out of order, a
-    wrong part ETag, a small non-last part, and a PUT past the key's quota."""
+    forbids, a key over 1024 bytes, a key that is not UTF-8, another tenant's bucket, a missing bucket or key,
+    parts out of order, a wrong part ETag, a small non-last part, and a PUT past the key's quota."""
     served, c = s3
     c.create_bucket(Bucket="mine")
     blocks = store_blocks(served)
@@ -201,6 +201,8 @@ def test_bad_input_is_refused_with_s3_codes_and_stores_nothing(s3: tuple[Served,
     for bad in ("ab", "Upper", "a..b", "192.168.1.1", "-dash", "x" * 64):
         assert code_of(lambda bad=bad: c.create_bucket(Bucket=bad))[0] == "InvalidBucketName"
     assert code_of(lambda: c.put_object(Bucket="mine", Key="k" * 1025, Body=b"x"))[0] == "KeyTooLongError"
+    not_utf8 = httpx.put(f"{served.s3_url}/mine/clip%FF%FE.mp4", content=b"x", timeout=30)
+    assert not_utf8.status_code == 400 and "InvalidURI" in not_utf8.text
     other = client(served, key)
     assert code_of(lambda: other.put_object(Bucket="mine", Key="x", Body=b"x")) == ("AccessDenied", 403)
     assert code_of(lambda: c.put_object(Bucket="nobucket", Key="x", Body=b"x")) == ("NoSuchBucket", 404)

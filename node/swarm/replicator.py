@@ -104,8 +104,9 @@ class Replicator:
         return self.store.is_pinned(root) and self.store.dag_counts(root)[1] == 0
 
     def _pin(self, root: CID, owner: str) -> None:
-        if not self.store.is_pinned(root):
-            self.store.pin_add(root, name=REPLICA_PIN_PREFIX + owner)
+        # Always our own pin: a hold (an S3 key) on the same CID may go away while the copy must stay;
+        # an operator's existing pin is kept as it is (and then never released here).
+        self.store.pin_add(root, name=REPLICA_PIN_PREFIX + owner)
 
     def _release(self, root: CID, owner: str) -> None:
         for cid, name, _ in self.store.pins():
