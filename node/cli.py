@@ -601,10 +601,15 @@ def cmd_gc(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_verify(args: argparse.Namespace, out: Output) -> int:
-    _, store = open_store(args)
-    with out.progress(store.usage(), "verify") as tick:
-        bad = store.verify(tick)
-    checked = store.repo_stat().blocks + len(bad)
+    import sqlite3
+
+    try:
+        _, store = open_store(args)
+        with out.progress(store.usage(), "verify") as tick:
+            bad = store.verify(tick)
+        checked = store.repo_stat().blocks + len(bad)
+    except sqlite3.Error as exc:  # the index could not be opened or read (a full disk, say)
+        raise CommandError(f"cannot use the index in {args.data_dir}: {exc}") from None
     out.result(
         {"checked": checked, "corrupt": [{"cid": str(r.cid), "reason": r.reason} for r in bad]},
         "\n".join(

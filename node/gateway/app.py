@@ -320,20 +320,28 @@ class Gateway:
     async def _car_stream(
         self, root: CID, first: tuple[CID, bytes] | None, rest: Iterator[tuple[CID, bytes]]
     ) -> AsyncIterator[bytes]:
-        import io
-
-        header = encode_header([root])
+        """The CAR body, many blocks per trip to the worker thread. A block that cannot be read or a
+        DAG found to lie part way through ends the body with an exception, never cleanly: the server
+        then drops the connection without the final chunk, so the client sees an incomplete CAR
+        rather than taking a truncated one for the whole (the status was sent long before)."""
         from ..storage.cid import encode_varint
 
+        header = encode_header([root])
         yield encode_varint(len(header)) + header
-        item = first
-        while item is not None:
-            out = io.BytesIO()
-            write_block(out, *item)
-            piece = out.getvalue()
-            self.metrics.bytes_served.inc(len(piece))
-            yield piece
-            item = await self.run_sync(next, rest, None)
+        if first is None:
+            return
+        pending: list[tuple[CID, bytes]] = [first]
+        while True:
+            piece, failure, done = await self.run_sync(_car_batch, pending, rest)
+            pending = []
+            if piece:
+                self.metrics.bytes_served.inc(len(piece))
+                yield piece
+            if failure is not None:
+                log.warning("CAR stream cut", extra={"fields": {"root": str(root), "error": str(failure)}})
+                raise failure
+            if done:
+                return
 
     async def _deserialized(self, request: Request, resolved: Resolved, headers: dict[str, str]) -> Response:
         cid = resolved.terminal
@@ -477,6 +485,31 @@ class Gateway:
         if request.method == "HEAD":
             return Response(headers=headers, media_type="text/html; charset=utf-8")
         return Response(body, headers=headers, media_type="text/html; charset=utf-8")
+
+
+CAR_BATCH = 256 * 1024  # bytes of CAR encoded per trip to the worker thread
+
+
+def _car_batch(
+    pending: list[tuple[CID, bytes]], rest: Iterator[tuple[CID, bytes]]
+) -> tuple[bytes, Exception | None, bool]:
+    """Encode ``pending`` and then blocks from ``rest`` up to about CAR_BATCH bytes: (the bytes,
+    what stopped the traversal or None, whether it is over). What was encoded before a failure
+    is still sent, so the cut falls exactly where the traversal failed."""
+    import io
+
+    out = io.BytesIO()
+    for item in pending:
+        write_block(out, *item)
+    while out.tell() < CAR_BATCH:
+        try:
+            following = next(rest, None)
+        except Exception as exc:
+            return out.getvalue(), exc, True
+        if following is None:
+            return out.getvalue(), None, True
+        write_block(out, *following)
+    return out.getvalue(), None, False
 
 
 def _names_identity(raw_path: str) -> bool:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from ..storage.cid import CID, DAG_PB
 from ..storage.dagpb import decode_node
-from ..storage.layout import children_in_range
-from ..storage.unixfs import NodeType, decode_unixfs
+from ..storage.layout import MAX_FILE_DEPTH, children_in_range
+from ..storage.unixfs import NodeType, UnixFSError, decode_unixfs
 
 GetBlock = Callable[[CID], bytes]
 SCOPES = ("block", "entity", "all")
@@ -93,26 +93,34 @@ def _car_blocks(
     if scope == "block":
         yield from once(terminal, block)
     elif scope == "all":
-        for cid, data in _whole_dag(get_block, terminal, block):
-            yield from once(cid, data)
+        yield from _whole_dag(get_block, terminal, block, seen)
     else:
-        for cid, data in _entity(get_block, terminal, block, entity_bytes):
+        for cid, data in _entity(get_block, terminal, block, entity_bytes, seen):
             yield from once(cid, data)
 
 
-def _whole_dag(get_block: GetBlock, root: CID, root_block: bytes) -> Iterator[tuple[CID, bytes]]:
+def _whole_dag(get_block: GetBlock, root: CID, root_block: bytes, seen: set[CID]) -> Iterator[tuple[CID, bytes]]:
+    """Every block under ``root`` once, depth first, with no recursion: a CID already sent is not
+    descended again (its DAG was sent whole, right after it), so a DAG that links one child many
+    times costs its distinct blocks, not its expansion. Adds what it sends to ``seen``."""
     stack: list[tuple[CID, bytes | None]] = [(root, root_block)]
     while stack:
         cid, block = stack.pop()
+        v1 = cid.to_v1()
+        if v1 in seen:
+            continue
+        seen.add(v1)
         if block is None:
             block = get_block(cid)
         yield cid, block
         if cid.codec == DAG_PB:
-            stack.extend((link.cid, None) for link in reversed(decode_node(block).links))
+            stack.extend(
+                (link.cid, None) for link in reversed(decode_node(block).links) if link.cid.to_v1() not in seen
+            )
 
 
 def _entity(
-    get_block: GetBlock, cid: CID, block: bytes, entity_bytes: EntityBytes | None
+    get_block: GetBlock, cid: CID, block: bytes, entity_bytes: EntityBytes | None, seen: set[CID]
 ) -> Iterator[tuple[CID, bytes]]:
     if cid.codec != DAG_PB:
         yield cid, block
@@ -121,7 +129,7 @@ def _entity(
     if data.type != NodeType.FILE and data.type != NodeType.RAW:
         # A directory (or symlink) entity is its own node; a HAMT shard would need its shard blocks too.
         if data.type == NodeType.HAMT_SHARD:
-            for child_cid, child in _whole_dag(get_block, cid, block):
+            for child_cid, child in _whole_dag(get_block, cid, block, set(seen)):
                 if child_cid.codec == DAG_PB and decode_unixfs(child)[1].type == NodeType.HAMT_SHARD:
                     yield child_cid, child
             return
@@ -129,13 +137,63 @@ def _entity(
         return
     size = data.file_size()
     first, last = (0, size - 1) if entity_bytes is None else entity_bytes.resolve(size)
-    yield from _file_range(get_block, cid, block, 0, first, last)
+    yield from _file_range(get_block, cid, block, first, last)
+
+
+def _first_descent(get_block: GetBlock, cid: CID, block: bytes, first: int, last: int) -> None:
+    """Follow the first child over the range from ``cid`` down to a leaf: a DAG too deep there is
+    refused (``UnixFSError``) before a response starts, not part way through its body."""
+    offset, depth = 0, 1
+    while True:
+        below = children_in_range(cid, block, offset, first, last)
+        if not below:
+            return
+        cid, offset = below[0]
+        if cid.codec != DAG_PB:
+            return
+        if depth >= MAX_FILE_DEPTH:
+            raise UnixFSError(f"{cid}: deeper than {MAX_FILE_DEPTH} levels, not a valid UnixFS file")
+        block = get_block(cid)
+        depth += 1
 
 
 def _file_range(
-    get_block: GetBlock, cid: CID, block: bytes, offset: int, first: int, last: int
+    get_block: GetBlock, root: CID, root_block: bytes, first: int, last: int
 ) -> Iterator[tuple[CID, bytes]]:
-    """The file node at ``offset`` and, below it, every block holding bytes in [first, last]."""
-    yield cid, block
-    for child, start in children_in_range(cid, block, offset, first, last):
-        yield from _file_range(get_block, child, get_block(child), start, first, last)
+    """The file node ``root`` and, below it, every block holding bytes in [first, last], depth first
+    with no recursion and at most ``MAX_FILE_DEPTH`` levels. A child that lies wholly inside the range
+    and was sent already is not descended again: everything under it was sent with it."""
+    _first_descent(get_block, root, root_block, first, last)
+    whole: set[CID] = set()  # nodes sent with everything under them
+    # cid, block, offset, depth, whether the range holds all of it
+    stack: list[tuple[CID, bytes | None, int, int, bool]] = [(root, root_block, 0, 1, False)]
+    while stack:
+        cid, block, offset, depth, inside = stack.pop()
+        key = cid.to_v1()
+        if inside and key in whole:
+            continue  # sent already, with everything under it, right after it
+        if inside:
+            whole.add(key)
+        if block is None:
+            block = get_block(cid)
+        yield cid, block
+        below = children_in_range(cid, block, offset, first, last)
+        if depth >= MAX_FILE_DEPTH:
+            deep = next((child for child, _ in below if child.codec == DAG_PB), None)
+            if deep is not None:
+                raise UnixFSError(f"{deep}: deeper than {MAX_FILE_DEPTH} levels, not a valid UnixFS file")
+        sizes = _child_sizes(cid, block) if below else {}
+        todo = []
+        for child, start in below:
+            contained = first <= start and start + sizes.get(child, 0) - 1 <= last
+            if not (contained and child.to_v1() in whole):
+                todo.append((child, None, start, depth + 1, contained))
+        stack.extend(reversed(todo))
+
+
+def _child_sizes(cid: CID, block: bytes) -> dict[CID, int]:
+    """Content bytes under each child of a file node (a child linked twice has one size, or the DAG lies)."""
+    if cid.codec != DAG_PB:
+        return {}
+    node, data = decode_unixfs(block)
+    return {link.cid: size for link, size in zip(node.links, data.blocksizes, strict=False)}

@@ -26,7 +26,10 @@ Tables:
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import urllib.parse
 from pathlib import Path
 
 SCHEMA_VERSION = 2
@@ -92,20 +95,62 @@ FLAG_ZSTD = 1
 
 
 def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating or upgrading) the index; on a full disk, an index at this schema opens read-only."""
     conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        conn.close()
+        # WAL mode needs its shared-memory file (32 KiB) even to read: with no room for it, a
+        # database whose log is empty (every commit checkpointed) is read exactly as its file is.
+        fallback = _read_only(path)
+        if fallback is None:
+            raise
+        return fallback
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"index {path} is from a newer medianode (schema {version})")
-    conn.executescript(SCHEMA)
+    # An index already at this schema is opened without writing (executescript takes the write lock
+    # even when every statement is a no-op), so a node on a full disk still opens it to read and verify.
+    if version < SCHEMA_VERSION or not _has_schema(conn):
+        conn.executescript(SCHEMA)
     if version < SCHEMA_VERSION:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         # Tables were just made (or added): fold them into the database file rather than leave the
         # schema's pages in the write-ahead log for the life of the process.
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return conn
+
+
+def _read_only(path: Path) -> sqlite3.Connection | None:
+    """The index opened immutable, when the disk has no room and its write-ahead log is empty, so
+    nothing is missed and no other process is writing; None otherwise."""
+    try:
+        room = os.statvfs(path.parent)
+        wal = path.with_name(path.name + "-wal")
+        if room.f_bavail * room.f_frsize >= 1024 * 1024 or (wal.exists() and wal.stat().st_size):
+            return None
+    except OSError:
+        return None
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?immutable=1"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION or not _has_schema(conn):
+        conn.close()
+        return None
+    return conn
+
+
+_SCHEMA_OBJECTS = frozenset(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", SCHEMA))
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    """Every table and index of SCHEMA exists and the generation row is there (read only)."""
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    if not names >= _SCHEMA_OBJECTS:
+        return False
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'generation'").fetchone() is not None
 
 
 LIVE_FROM_PINS = """

@@ -24,6 +24,11 @@ from .cid import CID, DAG_PB, RAW
 from .unixfs import NodeType, UnixFSError, decode_unixfs
 
 MAX_FILE_DEPTH = 64
+# Blocks in a file's tree with every link followed (a block linked twice counts twice): what
+# ``walk_file`` would list. Kubo's balanced DAG has 1 + 1/173 blocks per leaf, so this is ~4.17 M
+# leaves: 1 TiB at the default 256 KiB chunks. Beyond it a whole-file layout is refused; ranges
+# (``leaves_in_range``) still read any file.
+MAX_FILE_BLOCKS = 2**22
 
 
 class NotAFileError(ValueError):
@@ -164,37 +169,84 @@ class FileLayout:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What the whole-file walk keeps of a distinct dag-pb node: never its bytes."""
+
+    own: int  # bytes in its UnixFS Data field
+    children: tuple[CID, ...]
+    sizes: tuple[int, ...]
+    size: int
+
+
 def walk_file(root: CID, get_block: Callable[[CID], bytes]) -> FileLayout:
-    """List the leaves of the file at ``root``, depth first, checking sizes as it goes."""
+    """List the leaves of the file at ``root``, depth first, checking sizes as it goes.
+
+    Two iterative passes. The first reads each distinct node once (a CID's content never changes)
+    and counts, bottom up, the blocks its expanded tree holds, so a DAG that links one child many
+    times over (a few KB claiming a billion leaves) is refused by the node where the count passes
+    ``MAX_FILE_BLOCKS`` before any leaf is listed; it also bounds the depth by ``MAX_FILE_DEPTH``.
+    The second lays the leaves out from what the first kept, reading nothing.
+    """
     if root.codec == RAW:
         size = len(get_block(root))
         return FileLayout(size, [Leaf(0, size, root, False)])
     if root.codec != DAG_PB:
         raise NotAFileError(f"{root} has codec {root.codec_name}, not a UnixFS file")
+    shapes: dict[CID, _Shape] = {}
+    blocks: dict[CID, int] = {}  # blocks in the expanded tree under each distinct node, itself included
+    heights: dict[CID, int] = {}  # nodes on the longest path down from it, itself included
+    stack: list[tuple[CID, int, bool]] = [(root, 1, False)]  # cid, depth, children done
+    while stack:
+        cid, depth, done = stack.pop()
+        if done:
+            shape = shapes[cid]
+            count, height = 1, 1
+            for child, size in zip(shape.children, shape.sizes, strict=True):
+                if not size:
+                    continue  # no bytes below: nothing to list, nothing to check
+                if child.codec == RAW:
+                    count += 1  # a raw leaf is no level: as in leaves_in_range, depth counts dag-pb nodes
+                    continue
+                if shapes[child].size != size:
+                    raise UnixFSError(f"{child}: holds {shapes[child].size} bytes, its parent {cid} says {size}")
+                count += blocks[child]
+                height = max(height, heights[child] + 1)
+            if count > MAX_FILE_BLOCKS:
+                raise UnixFSError(
+                    f"{cid}: expands to more than {MAX_FILE_BLOCKS} blocks (of file {root}, claiming "
+                    f"{shape.size} bytes), more than any file this node stores"
+                )
+            if height > MAX_FILE_DEPTH:
+                raise UnixFSError(f"{cid}: deeper than {MAX_FILE_DEPTH} levels, not a valid UnixFS file")
+            blocks[cid], heights[cid] = count, height
+            continue
+        if cid in shapes:
+            continue  # linked again: already counted
+        if depth > MAX_FILE_DEPTH:
+            raise UnixFSError(f"{cid}: deeper than {MAX_FILE_DEPTH} levels, not a valid UnixFS file")
+        node = FileNode.decode(cid, get_block(cid))
+        shapes[cid] = _Shape(len(node.data), node.children, node.sizes, node.size)
+        stack.append((cid, depth, True))
+        for child, size in zip(reversed(node.children), reversed(node.sizes), strict=True):
+            if size and child.codec != RAW and child not in shapes:
+                stack.append((child, depth + 1, False))
     leaves: list[Leaf] = []
     offset = 0
-    # Stack of (cid, expected content size or None); reversed children keep order.
-    stack: list[tuple[CID, int | None]] = [(root, None)]
-    while stack:
-        cid, expected = stack.pop()
+    todo: list[tuple[CID, int]] = [(root, shapes[root].size)]
+    while todo:
+        cid, size = todo.pop()
         if cid.codec == RAW:
-            size = expected if expected is not None else len(get_block(cid))
             leaves.append(Leaf(offset, size, cid, False))
             offset += size
             continue
-        node, data = decode_unixfs(get_block(cid))
-        if data.type not in (NodeType.FILE, NodeType.RAW):
-            kind = data.type.name.lower().replace("_", " ")
-            raise NotAFileError(f"{cid} is a {kind}, not a file")
-        if len(data.blocksizes) != len(node.links):
-            raise UnixFSError(f"{cid}: {len(node.links)} links but {len(data.blocksizes)} blocksizes")
-        if expected is not None and data.file_size() != expected:
-            raise UnixFSError(f"{cid}: holds {data.file_size()} bytes, its parent says {expected}")
-        if data.data:
-            leaves.append(Leaf(offset, len(data.data), cid, True))
-            offset += len(data.data)
-        for link, size in reversed(list(zip(node.links, data.blocksizes, strict=True))):
-            stack.append((link.cid, size))
+        shape = shapes[cid]
+        if shape.own:
+            leaves.append(Leaf(offset, shape.own, cid, True))
+            offset += shape.own
+        todo.extend(
+            (child, size) for child, size in zip(reversed(shape.children), reversed(shape.sizes), strict=True) if size
+        )
     return FileLayout(offset, leaves)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import queue
 import sqlite3
@@ -34,6 +35,7 @@ from .packs import PackDirectory, PackWriter
 from .unixfs import Child, NodeType, UnixFSError, decode_unixfs
 
 Progress = Callable[[int], None]
+log = logging.getLogger("medianode.store")
 
 # Blocks whose first 16 KiB do not shrink below 85% are stored as they are:
 # encoded video never does, and testing a sample keeps add near hashing speed.
@@ -477,6 +479,12 @@ class BlockStore:
         except UnixFSError as exc:
             raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
         locations = self._locations([bytes(leaf.cid.to_v1()) for leaf in file_layout.leaves])
+        for leaf, where in zip(file_layout.leaves, locations, strict=True):
+            # A raw leaf is read straight from its pack by the size its parent gave: a parent that
+            # lies would hand out bytes of the blocks after it.
+            if where is not None and not leaf.embedded and where.size != leaf.size:
+                lie = f"{leaf.cid} holds {where.size} bytes, its parent says {leaf.size}"
+                raise StoreError(f"{root} is not a valid UnixFS file: {lie}")
         with self._lock:
             self._forget_layout(key)
             self._layouts[key] = (generation, file_layout, locations)
@@ -682,7 +690,14 @@ class BlockStore:
             if len(self._touched) > 100_000:
                 self._touched.clear()
             self._touched[key] = now
-            self.db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (now, key))
+            try:
+                self.db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (now, key))
+            except sqlite3.Error as exc:
+                # A read never fails for its stamp (a full disk, a locked index): eviction order is a hint.
+                log.debug("last access not recorded", extra={"fields": {"cid": str(cid), "error": str(exc)}})
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
 
     # -- DAG inspection -----------------------------------------------------------------
 
