@@ -11,6 +11,7 @@ import logging
 import signal
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -63,6 +64,9 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
     hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
     settings = gateway_settings(config)
+    from .gateway.api import upload_expiry_timing
+
+    sweep_every, upload_max_age = upload_expiry_timing()  # a bad override fails here, before anything opens
     try:
         async with (
             open_swarm(
@@ -93,6 +97,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             admin_token: dict[str, str] = {}
             signaling = SignalingEndpoint(store, ViewerHub(ice_servers=list(config.viewers.stun)))
             app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, signaling)
+            nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
+                               upload_max_age)  # fmt: skip
             binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
                 app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
             ))  # fmt: skip
@@ -113,6 +119,20 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
         remove_api_file(config.data_dir)
         tokens.close()
         store.close()
+
+
+async def expire_uploads_until(
+    uploads_dir: Path, tokens: TokenStore, stop: trio.Event, every: float, max_age: float
+) -> None:
+    """Remove expired tus uploads (refunding unfinished ones' charges) every ``every`` seconds until ``stop``."""
+    from .gateway.api import expire_uploads
+
+    while not stop.is_set():
+        removed = await trio.to_thread.run_sync(expire_uploads, uploads_dir, tokens, max_age)
+        if removed:
+            log.info("expired uploads", extra={"fields": {"uploads": removed}})
+        with trio.move_on_after(every):
+            await stop.wait()
 
 
 async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:

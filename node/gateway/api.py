@@ -20,18 +20,33 @@ reads stay public. Errors are JSON ``{"error": "..."}`` with a 4xx status.
   before a connection broke are kept, so the client resumes from the
   offset ``HEAD`` reports. The ``PATCH`` that completes the upload imports
   the file and answers with the same JSON as ``/api/v1/add``; ``GET`` on the
-  upload repeats it. Unfinished uploads are deleted after a day.
+  upload repeats it once, then the upload is gone. One ``PATCH`` at a time
+  writes to an upload: another one meanwhile is a 409 with the offset.
+  Uploads are deleted a day after they were created (unfinished) or
+  finished (result never read).
+
+Accounting: every file stored through this API is charged to its token
+once. ``/api/v1/add`` charges the stored size when the body is complete
+(refunded if the commit fails). A tus upload charges its ``Upload-Length``
+when it is created (413 and nothing created when that does not fit); the
+completing ``PATCH`` imports without charging again, so that charge is the
+stored file's. It is refunded when the upload is deleted, expires
+unfinished, or its import fails (which ends the upload).
 """
 
 from __future__ import annotations
 
 import base64
+import errno
+import fcntl
 import json
 import logging
 import os
 import secrets
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +70,145 @@ log = logging.getLogger("medianode.gateway")
 
 FEED_BATCH = 1024 * 1024  # bytes handed to the hashing thread at a time
 TUS_VERSION = "1.0.0"
-UPLOAD_TTL = 24 * 3600
+UPLOAD_TTL = 24 * 3600  # seconds a tus upload is kept after its creation (unfinished) or completion
+UPLOAD_SWEEP_EVERY = 3600.0  # seconds between looks for expired tus uploads while serve runs
 MAX_NAME = 255
+MAX_DIGITS = 19  # a decimal header value with more digits is not a size this node handles
+
+
+def upload_expiry_timing() -> tuple[float, float]:
+    """Seconds between sweeps and the age at which tus uploads expire: ``UPLOAD_SWEEP_EVERY`` and
+    ``UPLOAD_TTL``, or ``MEDIANODE_UPLOAD_SWEEP_EVERY`` / ``MEDIANODE_UPLOAD_EXPIRE_AFTER`` when set."""
+    from ..config import ConfigError
+
+    timing = []
+    for variable, default in (("MEDIANODE_UPLOAD_SWEEP_EVERY", UPLOAD_SWEEP_EVERY),
+                              ("MEDIANODE_UPLOAD_EXPIRE_AFTER", float(UPLOAD_TTL))):  # fmt: skip
+        text = os.environ.get(variable, "")
+        if not text:
+            timing.append(default)
+            continue
+        whole, _, fraction = text.partition(".")
+        if not (whole + fraction).isascii() or not whole.isdigit() or not (fraction.isdigit() or not fraction):
+            raise ConfigError(f"{variable} must be a number of seconds, got {text!r}")
+        if len(whole) > MAX_DIGITS or float(text) <= 0:
+            raise ConfigError(f"{variable} must be a positive number of seconds, got {text!r}")
+        timing.append(float(text))
+    return timing[0], timing[1]
+
+
+def ascii_int(text: str | None, what: str) -> int:
+    """A non-negative decimal of ASCII digits (``str.isdigit`` also takes '²', which ``int`` refuses)."""
+    if not text or not text.isascii() or not text.isdigit():
+        raise HTTPProblem(400, f"{what} must be a whole number in ASCII digits")
+    if len(text) > MAX_DIGITS:
+        raise HTTPProblem(400, f"{what} has more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def disk_full(exc: BaseException) -> bool:
+    """An OSError or SQLite error that means the file system (or the user's disk quota) is full."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+class UploadBusy(Exception):
+    """Another request holds the upload (a PATCH in progress)."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+@contextmanager
+def hold_part(part: Path) -> Iterator[int | None]:
+    """The upload's ``.part`` opened for appending and locked (``flock``) for as long as the block runs:
+    the one writer per upload. Yields None when the part is gone (the upload finished or was removed);
+    raises UploadBusy when another holder has it, without waiting."""
+    try:
+        fd = os.open(part, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UploadBusy(os.fstat(fd).st_size) from None
+        # The holder before us may have finished (and unlinked the part) between our open and our lock.
+        yield fd if os.fstat(fd).st_nlink else None
+    finally:
+        os.close(fd)
+
+
+def read_meta(meta_path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def discard_upload(tokens: TokenStore, part: Path, meta_path: Path, meta: dict[str, Any], fd: int | None) -> None:
+    """End an upload whose part the caller holds (``fd``; None when the part is gone): refund what its
+    creation charged unless it finished, then remove its files. The part is emptied first, so a full disk
+    has room for the refund; if the refund still fails the upload stays, at offset 0 and charged, for a
+    DELETE or the expiry to end it later. Every refund happens under the lock: never twice."""
+    if fd is None:  # no part to lock (a crash between steps): whoever removes the metadata refunds
+        meta_path.unlink()  # FileNotFoundError: another remover was first
+        if meta.get("result") is None:
+            tokens.refund(str(meta["token"]), int(meta.get("charged", 0)))
+        return
+    os.ftruncate(fd, 0)
+    if meta.get("result") is None:
+        tokens.refund(str(meta["token"]), int(meta.get("charged", 0)))
+    meta_path.unlink(missing_ok=True)
+    part.unlink(missing_ok=True)
+
+
+def expire_uploads(uploads_dir: Path, tokens: TokenStore, max_age: float = UPLOAD_TTL) -> int:
+    """Remove tus uploads older than ``max_age`` seconds (unfinished: since creation, refunding their charge;
+    finished with the result never read: since completion). Uploads being patched are left for the next
+    look. Returns how many were removed."""
+    now = time.time()
+    removed = 0
+    for meta_path in uploads_dir.glob("*.json"):
+        part = meta_path.with_suffix(".part")
+        try:
+            meta = read_meta(meta_path)
+            if meta is None:
+                if now - meta_path.stat().st_mtime > max_age:  # unreadable: nothing to refund
+                    meta_path.unlink(missing_ok=True)
+                    part.unlink(missing_ok=True)
+                    removed += 1
+                continue
+            if meta.get("result") is not None:
+                if now - float(meta.get("finished", meta["created"])) > max_age:
+                    meta_path.unlink(missing_ok=True)
+                    part.unlink(missing_ok=True)
+                    removed += 1
+                continue
+            if now - float(meta["created"]) <= max_age:
+                continue
+            with hold_part(part) as fd:
+                meta = read_meta(meta_path)  # again, now that no PATCH can change it
+                if meta is None or meta.get("result") is not None:
+                    continue  # finished or removed meanwhile; a finished one is looked at next time
+                discard_upload(tokens, part, meta_path, meta, fd)
+                removed += 1
+        except UploadBusy:
+            continue
+        except (OSError, sqlite3.Error, ValueError, KeyError, TypeError) as exc:
+            log.warning("could not expire upload", extra={"fields": {"upload": meta_path.stem, "error": str(exc)}})
+    for stray in (*uploads_dir.glob("*.tmp"), *uploads_dir.glob("*.part")):
+        # A .tmp from a crash while writing metadata; a .part whose creation never wrote its metadata.
+        try:
+            if not stray.with_suffix(".json").exists() and now - stray.stat().st_mtime > max_age:
+                stray.unlink(missing_ok=True)
+        except OSError:
+            continue
+    return removed
 
 
 @dataclass
@@ -90,8 +242,7 @@ class WriteAPI:
         self.tokens = tokens
         self.media = AttachmentCache(settings.data_dir / "gateway.sqlite")
         self.uploads_dir = settings.data_dir / "uploads"
-        self.uploads_dir.mkdir(parents=True, exist_ok=True)
-        self.expire_uploads()
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)  # serve's upload_expiry task sweeps it
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -107,7 +258,9 @@ class WriteAPI:
         remaining = token.remaining
         return self.settings.max_upload if remaining is None else min(self.settings.max_upload, remaining)
 
-    def too_large(self, token: TokenInfo, size: int) -> HTTPProblem:
+    def too_large(self, token: TokenInfo, size: int, over_allowance: bool = False) -> HTTPProblem:
+        if over_allowance:  # the charge was refused: TokenInfo.remaining is from before other uploads' charges
+            return HTTPProblem(413, f"upload of {size} bytes exceeds what is left of token {token.name!r}'s allowance")
         if token.remaining is not None and size > token.remaining:
             return HTTPProblem(
                 413, f"upload of {size} bytes exceeds token {token.name!r}'s remaining {token.remaining}"
@@ -133,10 +286,14 @@ class WriteAPI:
         }
 
     async def import_chunks(
-        self, chunks: AsyncIterator[bytes], token: TokenInfo, name: str | None, pin: bool
+        self, chunks: AsyncIterator[bytes], token: TokenInfo, name: str | None, pin: bool, prepaid: int | None = None
     ) -> ImportOutcome:
-        """Store a body as it streams in; on any failure nothing stays in the store."""
-        limit = self.room_for(token)
+        """Store a body as it streams in; on any failure nothing stays in the store.
+
+        Without ``prepaid`` the stored size is charged to the token here, once the body is complete, and
+        refunded if the commit fails. With it (a tus upload, charged its length when it was created) the
+        body may be at most ``prepaid`` bytes and nothing is charged: that charge stands for this file."""
+        limit = self.room_for(token) if prepaid is None else prepaid
         with self.store.batch() as batch:
             feeder = ChunkFeeder(batch, self.settings.chunk_size)
             pending = bytearray()
@@ -150,12 +307,13 @@ class WriteAPI:
             if pending:
                 await anyio.to_thread.run_sync(feeder.feed, bytes(pending))
             root, sha256 = await anyio.to_thread.run_sync(feeder.finish)
-            if not self.tokens.charge(token.name, feeder.size):
-                raise self.too_large(token, feeder.size)
+            if prepaid is None and not self.tokens.charge(token.name, feeder.size):
+                raise self.too_large(token, feeder.size, over_allowance=True)
             try:
                 await anyio.to_thread.run_sync(lambda: batch.commit([root.cid], name, feeder.size, pin))
             except BaseException:
-                self.tokens.charge(token.name, -feeder.size)
+                if prepaid is None:
+                    self.tokens.refund(token.name, feeder.size)
                 raise
         self.metrics.upload_bytes.inc(feeder.size)
         return ImportOutcome(root.cid, feeder.size, sha256)
@@ -173,6 +331,11 @@ class WriteAPI:
         except (QuotaExceeded, NoSpace) as exc:
             self.metrics.uploads.labels("no_room").inc()
             return problem_response(HTTPProblem(507, str(exc)), as_json=True)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not disk_full(exc):
+                raise
+            self.metrics.uploads.labels("no_room").inc()
+            return problem_response(HTTPProblem(507, "no space left on the device; nothing was stored"), True)
         except BlockNotFound as exc:
             return problem_response(HTTPProblem(404, str(exc)), as_json=True)
         except StoreError as exc:
@@ -185,7 +348,7 @@ class WriteAPI:
         token = self.authenticate(request)
         pin = request.query_params.get("pin", "true") != "false"
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.room_for(token) + 64 * 1024:
+        if declared is not None and ascii_int(declared, "Content-Length") > self.room_for(token) + 64 * 1024:
             raise self.too_large(token, int(declared))
         content_type = request.headers.get("content-type", "")
         if content_type.startswith("multipart/form-data"):
@@ -233,37 +396,36 @@ class WriteAPI:
     # -- tus resumable uploads ------------------------------------------------------------------
 
     def _upload_paths(self, upload_id: str) -> tuple[Path, Path]:
-        if not upload_id.isalnum() or len(upload_id) > 64:
+        if not upload_id.isascii() or not upload_id.isalnum() or len(upload_id) > 64:
             raise HTTPProblem(404, "no such upload")
         return self.uploads_dir / f"{upload_id}.part", self.uploads_dir / f"{upload_id}.json"
 
     def _load_upload(self, upload_id: str, token: TokenInfo) -> tuple[Path, Path, dict[str, Any]]:
         part, meta_path = self._upload_paths(upload_id)
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            raise HTTPProblem(404, "no such upload") from None
-        if meta["token"] != token.name:
+        meta = read_meta(meta_path)
+        if meta is None or meta.get("token") != token.name:
             raise HTTPProblem(404, "no such upload")
         return part, meta_path, meta
 
-    def expire_uploads(self) -> None:
-        cutoff = time.time() - UPLOAD_TTL
-        for meta_path in self.uploads_dir.glob("*.json"):
-            try:
-                meta = json.loads(meta_path.read_text())
-                if meta.get("result") is None and meta["created"] < cutoff:
-                    meta_path.with_suffix(".part").unlink(missing_ok=True)
-                    meta_path.unlink()
-            except (OSError, json.JSONDecodeError, KeyError):
-                continue
+    @staticmethod
+    def _offset(part: Path, meta: dict[str, Any]) -> int:
+        if meta["result"] is not None:
+            return int(meta["length"])
+        try:
+            return part.stat().st_size
+        except FileNotFoundError:
+            raise HTTPProblem(404, "no such upload") from None
+
+    @staticmethod
+    def _busy(exc: UploadBusy) -> HTTPProblem:
+        return HTTPProblem(409, "another PATCH to this upload is in progress",
+                           {"Upload-Offset": str(exc.offset), "Tus-Resumable": TUS_VERSION})  # fmt: skip
 
     async def upload_create(self, request: Request) -> Response:
         token = self.authenticate(request)
-        length_text = request.headers.get("upload-length", "")
-        if not length_text.isdigit():
+        if "upload-length" not in request.headers:
             raise HTTPProblem(400, "Upload-Length header with the total size is required")
-        length = int(length_text)
+        length = ascii_int(request.headers["upload-length"], "Upload-Length")
         if length > self.room_for(token):
             raise self.too_large(token, length)
         name = None
@@ -277,10 +439,22 @@ class WriteAPI:
                 name = _clean_name(_strict_utf8(raw, "filename"))
         upload_id = secrets.token_hex(16)
         part, meta_path = self._upload_paths(upload_id)
-        part.touch()
-        meta = {"length": length, "name": name, "token": token.name, "created": time.time(),
+        meta = {"length": length, "name": name, "token": token.name, "created": time.time(), "charged": length,
                 "pin": request.query_params.get("pin", "true") != "false", "result": None}  # fmt: skip
-        _write_json(meta_path, meta)
+        # The files first, then the charge: a full disk fails before anything is charged, and a refused
+        # charge removes the files (nothing to refund). The sweeper leaves an upload this young alone.
+        try:
+            os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+            _write_json(meta_path, meta)
+            charged = self.tokens.charge(token.name, length)
+        except BaseException:
+            meta_path.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
+            raise
+        if not charged:
+            meta_path.unlink(missing_ok=True)
+            part.unlink(missing_ok=True)
+            raise self.too_large(token, length, over_allowance=True)
         return Response(status_code=201, headers={
             "Location": f"/api/v1/uploads/{upload_id}", "Tus-Resumable": TUS_VERSION, "Upload-Offset": "0",
         })  # fmt: skip
@@ -288,22 +462,33 @@ class WriteAPI:
     async def upload_head(self, request: Request) -> Response:
         token = self.authenticate(request)
         part, _, meta = self._load_upload(request.path_params["upload_id"], token)
-        offset = meta["length"] if meta["result"] else part.stat().st_size
+        offset = self._offset(part, meta)
         return Response(headers={"Upload-Offset": str(offset), "Upload-Length": str(meta["length"]),
                                  "Tus-Resumable": TUS_VERSION, "Cache-Control": "no-store"})  # fmt: skip
 
     async def upload_get(self, request: Request) -> Response:
+        """Progress while unfinished; the result once, after which the upload's files are removed."""
         token = self.authenticate(request)
-        part, _, meta = self._load_upload(request.path_params["upload_id"], token)
+        part, meta_path, meta = self._load_upload(request.path_params["upload_id"], token)
         if meta["result"] is None:
-            return JSONResponse({"offset": part.stat().st_size, "length": meta["length"], "complete": False})
+            return JSONResponse({"offset": self._offset(part, meta), "length": meta["length"], "complete": False})
+        meta_path.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         return JSONResponse(meta["result"])
 
     async def upload_delete(self, request: Request) -> Response:
         token = self.authenticate(request)
         part, meta_path, _ = self._load_upload(request.path_params["upload_id"], token)
-        part.unlink(missing_ok=True)
-        meta_path.unlink(missing_ok=True)
+        try:
+            with hold_part(part) as fd:
+                meta = read_meta(meta_path)  # again, under the lock
+                if meta is None:
+                    raise HTTPProblem(404, "no such upload")
+                discard_upload(self.tokens, part, meta_path, meta, fd)
+        except UploadBusy as exc:
+            raise self._busy(exc) from None
+        except FileNotFoundError:
+            raise HTTPProblem(404, "no such upload") from None
         return Response(status_code=204, headers={"Tus-Resumable": TUS_VERSION})
 
     async def upload_patch(self, request: Request) -> Response:
@@ -311,52 +496,100 @@ class WriteAPI:
         part, meta_path, meta = self._load_upload(request.path_params["upload_id"], token)
         if request.headers.get("content-type") != "application/offset+octet-stream":
             raise HTTPProblem(415, "PATCH needs Content-Type: application/offset+octet-stream")
-        if meta["result"] is not None:
-            raise HTTPProblem(409, "upload is complete already")
-        offset = part.stat().st_size
-        claimed = request.headers.get("upload-offset", "")
-        if not claimed.isdigit() or int(claimed) != offset:
+        claimed = ascii_int(request.headers.get("upload-offset"), "Upload-Offset")
+        try:
+            with hold_part(part) as fd:
+                meta = read_meta(meta_path) or {}  # again: the holder before us may have finished or removed it
+                if meta.get("result") is not None:
+                    raise HTTPProblem(409, "upload is complete already")
+                if fd is None or not meta:
+                    raise HTTPProblem(404, "no such upload")
+                return await self._patch_locked(request, fd, part, meta_path, meta, token, claimed)
+        except UploadBusy as exc:
+            raise self._busy(exc) from None
+
+    async def _patch_locked(
+        self, request: Request, fd: int, part: Path, meta_path: Path, meta: dict[str, Any], token: TokenInfo,
+        claimed: int,
+    ) -> Response:  # fmt: skip
+        offset = os.fstat(fd).st_size
+        length = int(meta["length"])
+        if claimed != offset:
             raise HTTPProblem(409, f"Upload-Offset must be {offset}", {"Upload-Offset": str(offset)})
-        received = await self._append(part, request, meta["length"] - offset)
-        offset += received
+        try:
+            await self._append(fd, request, length - offset)
+        except OSError as exc:
+            if not disk_full(exc):
+                raise
+            # What was written before the disk filled stays: the client resumes from this offset.
+            kept = os.fstat(fd).st_size
+            raise HTTPProblem(507, "no space left on the device for the upload",
+                              {"Upload-Offset": str(kept), "Tus-Resumable": TUS_VERSION}) from None  # fmt: skip
+        offset = os.fstat(fd).st_size
         headers = {"Upload-Offset": str(offset), "Tus-Resumable": TUS_VERSION}
-        if offset < meta["length"]:
+        if offset < length:
             return Response(status_code=204, headers=headers)
-        outcome = await self._import_part(part, token, meta["name"], meta["pin"])
+        try:
+            outcome = await self._import_part(part, token, meta["name"], meta["pin"], length)
+        except Exception:
+            # A failed import ends the upload: its charge is refunded and its files removed.
+            try:
+                discard_upload(self.tokens, part, meta_path, meta, fd)
+            except (OSError, sqlite3.Error) as exc:
+                log.warning("could not discard a failed upload", extra={"fields": {"error": str(exc)}})
+            raise
         meta["result"] = await self.result(outcome, meta["name"], meta["pin"])
-        _write_json(meta_path, meta)
+        meta["finished"] = time.time()
+        try:
+            _write_json(meta_path, meta)
+        except OSError as exc:
+            # The file is stored and this answer carries the result: with no room to keep it for a later
+            # GET, the upload ends here (its charge stands for the stored file).
+            log.warning("upload result not kept", extra={"fields": {"error": str(exc), "cid": meta["result"]["cid"]}})
+            meta_path.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
         self.metrics.uploads.labels("stored").inc()
         return JSONResponse(meta["result"], headers=headers)
 
-    async def _append(self, part: Path, request: Request, room: int) -> int:
+    async def _append(self, fd: int, request: Request, room: int) -> int:
         """Append the body to the part file; keep (and fsync) what arrived even if the client went away."""
         received = 0
-        with open(part, "ab") as out:
-            try:
-                async for chunk in request.stream():
-                    if received + len(chunk) > room:
-                        raise HTTPProblem(413, "PATCH body runs past Upload-Length")
-                    await anyio.to_thread.run_sync(out.write, chunk)
-                    received += len(chunk)
-            finally:
-                out.flush()
-                os.fsync(out.fileno())
+        try:
+            async for chunk in request.stream():
+                if received + len(chunk) > room:
+                    raise HTTPProblem(413, "PATCH body runs past Upload-Length")
+                await anyio.to_thread.run_sync(_write_all, fd, chunk)
+                received += len(chunk)
+        finally:
+            await anyio.to_thread.run_sync(os.fsync, fd)
         return received
 
-    async def _import_part(self, part: Path, token: TokenInfo, name: str | None, pin: bool) -> ImportOutcome:
+    async def _import_part(
+        self, part: Path, token: TokenInfo, name: str | None, pin: bool, length: int
+    ) -> ImportOutcome:
         async def chunks() -> AsyncIterator[bytes]:
             with open(part, "rb") as source:
                 while piece := await anyio.to_thread.run_sync(source.read, FEED_BATCH):
                     yield piece
 
-        return await self.import_chunks(chunks(), token, name, pin)
+        return await self.import_chunks(chunks(), token, name, pin, prepaid=length)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Replace ``path`` with ``data`` whole, or leave it as it was (and no temporary file) on failure."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def parse_cid(text: str) -> CID:

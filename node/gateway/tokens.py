@@ -53,7 +53,8 @@ class TokenStore:
         self._db.close()
 
     def create(self, name: str, limit: int = 0) -> str:
-        if not name or len(name) > 64 or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        bare = name.replace("-", "").replace("_", "").replace(".", "")
+        if not name or len(name) > 64 or not bare.isascii() or not bare.isalnum():
             raise TokenError("token name must be 1-64 letters, digits, '-', '_' or '.'")
         token = PREFIX + secrets.token_urlsafe(32)
         with self._lock:
@@ -89,7 +90,10 @@ class TokenStore:
         return None if row is None else TokenInfo(*row)
 
     def charge(self, name: str, nbytes: int) -> bool:
-        """Count ``nbytes`` against the token's allowance; False (and nothing counted) if it would exceed it."""
+        """Count ``nbytes`` against the token's allowance; False (and nothing counted) if it would exceed it.
+        Atomic: concurrent charges never take a token past its limit together."""
+        if nbytes < 0:
+            raise ValueError("a charge cannot be negative: use refund")
         with self._lock:
             return bool(
                 self._db.execute(
@@ -98,3 +102,11 @@ class TokenStore:
                     (nbytes, name, nbytes),
                 ).rowcount
             )
+
+    def refund(self, name: str, nbytes: int) -> None:
+        """Give back ``nbytes`` charged earlier (a tus upload that ended unfinished, a commit that failed).
+        Never below zero; a revoked token has nothing to give back to."""
+        if nbytes < 0:
+            raise ValueError("a refund cannot be negative")
+        with self._lock:
+            self._db.execute("UPDATE tokens SET used_bytes = MAX(0, used_bytes - ?) WHERE name = ?", (nbytes, name))
