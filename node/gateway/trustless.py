@@ -45,7 +45,7 @@ class EntityBytes:
             end = None if end_text == "*" else int(end_text)
         except ValueError:
             raise TrustlessParamError(f"entity-bytes {text!r} is not FROM:TO with integers or *") from None
-        if not start_text.lstrip("-").isdigit() or (end_text != "*" and not end_text.lstrip("-").isdigit()):
+        if not _ascii_int(start_text) or (end_text != "*" and not _ascii_int(end_text)):
             raise TrustlessParamError(f"entity-bytes {text!r} is not FROM:TO with integers or *")
         if end is not None and start >= 0 and end >= 0 and end < start:
             raise TrustlessParamError("entity-bytes TO must not be before FROM")
@@ -197,3 +197,9 @@ def _child_sizes(cid: CID, block: bytes) -> dict[CID, int]:
         return {}
     node, data = decode_unixfs(block)
     return {link.cid: size for link, size in zip(node.links, data.blocksizes, strict=False)}
+
+
+def _ascii_int(text: str) -> bool:
+    """An integer written in ASCII digits with an optional minus (``int()`` also takes other scripts' digits)."""
+    digits = text.removeprefix("-")
+    return digits.isascii() and digits.isdigit()

@@ -103,7 +103,7 @@ def _split_host(host: str) -> tuple[str, str | None]:
             return host[: close + 1], rest[1:] if rest.startswith(":") and rest[1:] else None
         return host, None
     name, sep, port = host.rpartition(":")
-    if sep and port.isdigit():
+    if sep and port.isascii() and port.isdigit():
         host = name
     else:
         port = ""

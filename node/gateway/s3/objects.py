@@ -166,7 +166,7 @@ class ObjectWriter:
         for holder, cid in self.store.holds_under("s3-part:"):
             upload_id, _, number = holder[8:].rpartition("/")
             recorded = {p.number: p.cid for p in self.catalog.parts(upload_id)}
-            if not number.isdigit() or recorded.get(int(number)) != cid:
+            if not (number.isascii() and number.isdigit()) or recorded.get(int(number)) != cid:
                 self.store.release(holder)
                 released += 1
         return released
