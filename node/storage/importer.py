@@ -122,16 +122,19 @@ class ChunkFeeder:
     the body is read once).
     """
 
-    def __init__(self, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, content_hash: str = "sha256") -> None:
+    def __init__(
+        self, sink: BlockSink, chunk_size: int = DEFAULT_CHUNK_SIZE, content_hash: str | None = "sha256"
+    ) -> None:
         check_chunk_size(chunk_size)
         self._builder = BalancedFileBuilder(sink)
         self._chunk_size = chunk_size
         self._pending = bytearray()
-        self._digest = hashlib.new(content_hash)
+        self._digest = hashlib.new(content_hash) if content_hash else None  # None: the caller hashes elsewhere
         self.size = 0
 
     def feed(self, data: bytes) -> None:
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self.size += len(data)
         self._pending += data
         while len(self._pending) >= self._chunk_size:
@@ -143,7 +146,7 @@ class ChunkFeeder:
         if self._pending:
             self._builder.add_leaf(bytes(self._pending))
             self._pending.clear()
-        return self._builder.finish(), self._digest.digest()
+        return self._builder.finish(), b"" if self._digest is None else self._digest.digest()
 
 
 def import_file(

@@ -19,6 +19,7 @@ releases holds no catalogue row names.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -79,28 +80,48 @@ class ObjectWriter:
         limit = MAX_OBJECT_SIZE if room is None else min(room, MAX_OBJECT_SIZE)
         batch = self.store.new_batch()
         try:
-            feeder = ChunkFeeder(batch, self.chunk_size, content_hash="md5")
+            feeder = ChunkFeeder(batch, self.chunk_size, content_hash=None)
+            md5 = hashlib.md5(usedforsecurity=False)
 
-            def feed(data: bytes) -> None:
+            def hash_for_client(data: bytes) -> None:
+                md5.update(data)
                 checks.update(data)
-                feeder.feed(data)
 
-            pending = bytearray()
-            async for chunk in chunks:
-                if feeder.size + len(pending) + len(chunk) > limit:
-                    raise _too_big(feeder.size + len(pending) + len(chunk), room)
-                pending += chunk
-                if len(pending) >= FEED_BATCH:
-                    await anyio.to_thread.run_sync(feed, bytes(pending))
-                    pending.clear()
-            if pending:
-                await anyio.to_thread.run_sync(feed, bytes(pending))
-            root, md5 = await anyio.to_thread.run_sync(feeder.finish)
+            # Batches go through a small channel to one task that hashes each on two threads at once
+            # (leaves; the ETag's MD5 and the declared checksums), while the next batch is received.
+            send, receive = anyio.create_memory_object_stream[bytes](2)
+
+            async def hash_batches() -> None:
+                async with receive:
+                    async for data in receive:
+                        async with anyio.create_task_group() as both:
+                            both.start_soon(anyio.to_thread.run_sync, feeder.feed, data)
+                            both.start_soon(anyio.to_thread.run_sync, hash_for_client, data)
+
+            received = 0
+            try:
+                async with anyio.create_task_group() as pipeline:
+                    pipeline.start_soon(hash_batches)
+                    async with send:
+                        pending = bytearray()
+                        async for chunk in chunks:
+                            received += len(chunk)
+                            if received > limit:
+                                raise _too_big(received, room)
+                            pending += chunk
+                            if len(pending) >= FEED_BATCH:
+                                await send.send(bytes(pending))
+                                pending.clear()
+                        if pending:
+                            await send.send(bytes(pending))
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+            root, _ = await anyio.to_thread.run_sync(feeder.finish)
             checksums = checks.finish(trailers() if trailers is not None else None)
             await anyio.to_thread.run_sync(lambda: _commit(batch, root.cid, name, feeder.size, hold))
         finally:
             batch.abort()  # a no-op once committed
-        return Imported(root.cid, feeder.size, md5, checksums)
+        return Imported(root.cid, feeder.size, md5.digest(), checksums)
 
     # -- multipart --------------------------------------------------------------------------------
 
@@ -170,6 +191,16 @@ class ObjectWriter:
                 self.store.release(holder)
                 released += 1
         return released
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The error that ended a task group (the others are the cancellations it caused)."""
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            return _first_error(error)
+        if not isinstance(error, anyio.get_cancelled_exc_class()):
+            return error
+    return group.exceptions[0]
 
 
 def _too_big(size: int, room: int | None) -> S3Error:
