@@ -53,14 +53,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     trusted = [parse_peer_addr(a) for a in config.swarm.replication_peers]
     store = BlockStore(config.data_dir / "store", config.store)
     tokens = TokenStore(config.data_dir / "gateway.sqlite")
-    host, port = config.gateway.listen
-    hyper = HypercornConfig()
-    hyper.bind = [f"{url_host(host)}:{port}"]
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger("medianode.http")
-    hyper.graceful_timeout = 5.0
-    hyper.keep_alive_timeout = 75.0
-    hyper.h11_max_incomplete_size = 64 * 1024
+    hyper = hypercorn_config(config.gateway.listen)
     hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
     hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
     settings = gateway_settings(config)
@@ -135,6 +128,19 @@ async def expire_uploads_until(
             await stop.wait()
 
 
+def hypercorn_config(listen: tuple[str, int]) -> HypercornConfig:
+    """What both listeners (gateway and S3) share: quiet logs, bounded headers, a 5 s graceful stop."""
+    host, port = listen
+    hyper = HypercornConfig()
+    hyper.bind = [f"{url_host(host)}:{port}"]
+    hyper.accesslog = None
+    hyper.errorlog = logging.getLogger("medianode.http")
+    hyper.graceful_timeout = 5.0
+    hyper.keep_alive_timeout = 75.0
+    hyper.h11_max_incomplete_size = 64 * 1024
+    return hyper
+
+
 async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:
     """Start the S3 listener (its own Hypercorn on ``[s3] listen``) and its upkeep; return its URL."""
     from .gateway.s3.catalog import Catalog
@@ -146,14 +152,7 @@ async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig,
     released = await trio.to_thread.run_sync(app.writer.reconcile)
     if released:
         log.info("released holds no S3 object names", extra={"fields": {"holds": released}})
-    hyper = HypercornConfig()
-    host, port = s3.listen
-    hyper.bind = [f"{url_host(host)}:{port}"]
-    hyper.accesslog = None
-    hyper.errorlog = logging.getLogger("medianode.http")
-    hyper.graceful_timeout = 5.0
-    hyper.keep_alive_timeout = 75.0
-    hyper.h11_max_incomplete_size = 64 * 1024
+    hyper = hypercorn_config(s3.listen)
 
     async def upkeep() -> None:
         try:
