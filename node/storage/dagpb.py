@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .cid import CID, CIDError
+from .cid import CID, DAG_PB, CIDError
 from .protobuf import ProtobufError, bytes_field, read_fields, varint_field
 
 
@@ -92,3 +92,11 @@ def _decode_link(buf: memoryview) -> PBLink:
     if cid is None:
         raise DagPBError("link without a hash")
     return PBLink(cid, name, tsize)
+
+
+def links_of(cid: CID, block: bytes | memoryview) -> list[CID]:
+    """What a block links to, each CID as its link names it: nothing unless the block is dag-pb.
+    Raises ``DagPBError`` for a dag-pb block that does not decode."""
+    if cid.codec != DAG_PB:
+        return []
+    return [link.cid for link in decode_node(block).links]

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .car import CarWriter, open_car
-from .cid import CID, DAG_PB
-from .dagpb import DagPBError, decode_node
+from .cid import CID
+from .dagpb import DagPBError, links_of
 from .errors import CorruptBlock, InvalidInput
 from .store import BlockStore
 
@@ -37,16 +37,10 @@ def walk_dag(store: BlockStore, root: CID) -> Iterator[tuple[CID, bytes]]:
         block = store.get_block(cid)
         if not cid.is_identity:
             yield cid, block
-        stack.extend(reversed(_links(cid, block)))
-
-
-def _links(cid: CID, block: bytes) -> list[CID]:
-    if cid.codec != DAG_PB:
-        return []
-    try:
-        return [link.cid for link in decode_node(block).links]
-    except DagPBError as exc:
-        raise CorruptBlock(cid, f"not valid dag-pb ({exc})") from None
+        try:
+            stack.extend(reversed(links_of(cid, block)))
+        except DagPBError as exc:
+            raise CorruptBlock(cid, f"not valid dag-pb ({exc})") from None
 
 
 def export_car(store: BlockStore, root: CID, path: str, progress: Progress | None = None) -> tuple[int, int]:

@@ -47,8 +47,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
-from ..storage.cid import CID, DAG_PB
-from ..storage.dagpb import DagPBError, decode_node
+from ..storage.cid import CID
+from ..storage.dagpb import DagPBError, links_of
 from ..storage.errors import StoreError
 from ..storage.hamt import HAMTError, max_levels, sub_shards
 from ..storage.layout import children_in_range
@@ -558,9 +558,7 @@ def _drain(channel: trio.MemoryReceiveChannel[tuple[ID, CID, bytes]]) -> list[tu
 
 
 def _children(cid: CID, data: bytes) -> list[CID]:
-    if cid.codec != DAG_PB:
-        return []
     try:
-        return [link.cid for link in decode_node(data).links if not link.cid.is_identity]
+        return [child for child in links_of(cid, data) if not child.is_identity]
     except DagPBError:
         return []
