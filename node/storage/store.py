@@ -28,9 +28,9 @@ import zstandard
 
 from . import directories, index
 from .cid import CID, DAG_PB
-from .dagpb import DagPBError, decode_node
+from .dagpb import DagPBError, links_of
 from .errors import BlockNotFound, CorruptBlock, NoSpace, QuotaExceeded, StoreError
-from .layout import FileLayout, FileNode, LeafSlice, Location, PackRun, leaves_in_range, plan_reads, walk_file
+from .layout import FileLayout, FileNode, Leaf, LeafSlice, Location, PackRun, leaves_in_range, plan_reads, walk_file
 from .packs import PackDirectory, PackWriter
 from .unixfs import Child, NodeType, UnixFSError, decode_unixfs
 
@@ -142,13 +142,11 @@ class BlockCodec:
 
 def child_links(cid: CID, block: bytes | memoryview) -> list[bytes]:
     """CIDs (as index keys) a dag-pb block links to; identity CIDs are not stored, so not linked."""
-    if cid.codec != DAG_PB:
-        return []
     try:
-        node = decode_node(block)
+        links = links_of(cid, block)
     except DagPBError as exc:
         raise CorruptBlock(cid, f"not valid dag-pb ({exc})") from None
-    return [bytes(link.cid.to_v1()) for link in node.links if not link.cid.is_identity]
+    return [bytes(child.to_v1()) for child in links if not child.is_identity]
 
 
 class ImportBatch:
@@ -479,12 +477,10 @@ class BlockStore:
         except UnixFSError as exc:
             raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
         locations = self._locations([bytes(leaf.cid.to_v1()) for leaf in file_layout.leaves])
-        for leaf, where in zip(file_layout.leaves, locations, strict=True):
-            # A raw leaf is read straight from its pack by the size its parent gave: a parent that
-            # lies would hand out bytes of the blocks after it.
-            if where is not None and not leaf.embedded and where.size != leaf.size:
-                lie = f"{leaf.cid} holds {where.size} bytes, its parent says {leaf.size}"
-                raise StoreError(f"{root} is not a valid UnixFS file: {lie}")
+        try:
+            _refuse_lying_leaves(file_layout.leaves, locations)
+        except UnixFSError as exc:
+            raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
         with self._lock:
             self._forget_layout(key)
             self._layouts[key] = (generation, file_layout, locations)
@@ -548,11 +544,8 @@ class BlockStore:
         reading only the nodes over that range. A raw leaf whose stored size is not what its parent
         says is refused: a DAG that lies gets no bytes of another block."""
         size, leaves = leaves_in_range(root, offset, length, self._file_node)
-        keys = [bytes(leaf.cid.to_v1()) for leaf in leaves]
-        locations = self._locations(keys)
-        for leaf, where in zip(leaves, locations, strict=True):
-            if where is not None and not leaf.embedded and where.size != leaf.size:
-                raise UnixFSError(f"{leaf.cid}: holds {where.size} bytes, its parent says {leaf.size}")
+        locations = self._locations([bytes(leaf.cid.to_v1()) for leaf in leaves])
+        _refuse_lying_leaves(leaves, locations)
         if leaves:
             size = leaves[-1].offset + leaves[-1].size
         return FileLayout(size, leaves), locations
@@ -808,13 +801,18 @@ class BlockStore:
             "DO UPDATE SET cid = excluded.cid, public = excluded.public",
             (holder, key, int(public), time.time()),
         )
+        if old is None or old[0] != key:
+            self._check_pinned_quota(f"keeping {cid}")
+        self._refresh_withheld(db, {key} | ({old[0]} if old else set()))
+
+    def _check_pinned_quota(self, doing: str) -> None:
+        """Refuse (inside the caller's transaction) when pins and holds now keep more than the quota.
+        Pinned bytes are at most what is on disk: the pins are walked only when the disk is past it."""
         quota = self.config.quota
-        # Pinned bytes are at most what is on disk: walk the pins only when the disk is past the quota.
-        if quota and (old is None or old[0] != key) and self.usage() > quota:
+        if quota and self.usage() > quota:
             pinned = self.pinned_bytes()
             if pinned > quota:
-                raise QuotaExceeded(f"keeping {cid} would put {pinned} bytes under pins, over the quota of {quota}")
-        self._refresh_withheld(db, {key} | ({old[0]} if old else set()))
+                raise QuotaExceeded(f"{doing} would put {pinned} bytes under pins, over the quota of {quota}")
 
     def release(self, holder: str) -> CID | None:
         """Drop ``holder``'s hold; return the CID it held (gc frees it once nothing else keeps it)."""
@@ -908,11 +906,7 @@ class BlockStore:
             raise StoreError(f"cannot pin {cid}: {missing} of its {blocks} blocks are not in the store")
         db.execute("INSERT OR IGNORE INTO pins(cid, name, created) VALUES (?, ?, ?)", (key, name, time.time()))
         self._refresh_withheld(db, {key})
-        quota = self.config.quota
-        if quota and self.usage() > quota:  # pinned bytes are at most what is on disk
-            pinned = self.pinned_bytes()
-            if pinned > quota:
-                raise QuotaExceeded(f"pinning {cid} would put {pinned} bytes under pins, over the quota of {quota}")
+        self._check_pinned_quota(f"pinning {cid}")
 
     def pin_rm(self, cid: CID) -> None:
         with self._transaction():
@@ -1094,12 +1088,18 @@ class BlockStore:
         return root
 
 
+def _refuse_lying_leaves(leaves: list[Leaf], locations: list[Location | None]) -> None:
+    """A raw leaf is read straight from its pack by the size its parent gave: a parent that lies would
+    hand out bytes of the blocks after it, so a stored size that differs is a ``UnixFSError``."""
+    for leaf, where in zip(leaves, locations, strict=True):
+        if where is not None and not leaf.embedded and where.size != leaf.size:
+            raise UnixFSError(f"{leaf.cid}: holds {where.size} bytes, its parent says {leaf.size}")
+
+
 def _identity_links(cid: CID) -> list[CID]:
     """What an identity CID's inlined dag-pb node links to (nothing for other codecs or bad bytes)."""
-    if cid.codec != DAG_PB:
-        return []
     try:
-        return [link.cid for link in decode_node(cid.identity_data()).links]
+        return links_of(cid, cid.identity_data())
     except DagPBError:
         return []
 
