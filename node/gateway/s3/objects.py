@@ -58,6 +58,10 @@ class Imported:
     md5: bytes
     checksums: dict[str, str]  # algorithm -> base64, what the client may ask back
 
+    def checksum_headers(self) -> dict[str, str]:
+        """The ``x-amz-checksum-*`` headers a PUT or UploadPart answers with (MD5 is the ETag)."""
+        return {f"x-amz-checksum-{name}": value for name, value in self.checksums.items() if name != "md5"}
+
 
 class ObjectWriter:
     def __init__(self, store: BlockStore, catalog: Catalog, chunk_size: int) -> None:

@@ -483,10 +483,7 @@ class S3App:
         self.catalog.put(
             ObjectRecord(bucket, key, imported.cid, imported.size, etag, time.time(), acl == "public-read", kept)
         )
-        headers = {"ETag": etag, "x-ipfs-roots": str(imported.cid)}
-        for algorithm, value in imported.checksums.items():
-            if algorithm != "md5":
-                headers[f"x-amz-checksum-{algorithm}"] = value
+        headers = {"ETag": etag, "x-ipfs-roots": str(imported.cid), **imported.checksum_headers()}
         return Response(status_code=200, headers=headers)
 
     def copy_object(self, call: Call, bucket: str, key: str) -> Response:
@@ -576,11 +573,7 @@ class S3App:
             self.store.release(part_holder(upload.upload_id, number))
             raise S3Error("NoSuchUpload", 404, "The specified multipart upload does not exist.")
         self.catalog.put_part(upload.upload_id, Part(number, imported.cid, imported.size, imported.md5, time.time()))
-        headers = {"ETag": f'"{imported.md5.hex()}"'}
-        for algorithm, value in imported.checksums.items():
-            if algorithm != "md5":
-                headers[f"x-amz-checksum-{algorithm}"] = value
-        return Response(status_code=200, headers=headers)
+        return Response(status_code=200, headers={"ETag": f'"{imported.md5.hex()}"', **imported.checksum_headers()})
 
     def list_parts(self, call: Call, bucket: str, key: str) -> Response:
         upload = self.upload_of(call, bucket, key)
