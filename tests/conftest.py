@@ -167,6 +167,39 @@ class Served:
             raise
 
 
+def mount_tmpfs(path: Path, size_mib: int) -> Path:
+    """A real small file system at ``path`` (tmpfs, as root: CI runs as root), to fill up; fails, never skips."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a {size_mib} MiB tmpfs (CI runs as root): {mounted.stderr.decode().strip()}")
+    return path
+
+
+def unmount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill_filesystem(path: Path) -> Path:
+    """Write ``path`` until its file system has not one byte left; return it."""
+    import errno
+
+    with open(path, "wb", buffering=0) as out:
+        for size in (1024 * 1024, 4096, 1):
+            block = b"\xff" * size
+            while True:
+                try:
+                    written = out.write(block)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    break
+                if written is not None and written < size:
+                    break
+    return path
+
+
 def free_port() -> int:
     import socket
 

@@ -3,7 +3,6 @@ header values ``int`` cannot read, and a full disk."""
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import Node, Served, gen
+from conftest import Node, Served, fill_filesystem, gen, mount_tmpfs, unmount
 from node.storage.importer import import_stream
 
 
@@ -285,30 +284,12 @@ def test_header_numbers_must_be_ascii_digits(served: Served) -> None:
     assert httpx.get(f"{served.url}/metrics").status_code == 200
 
 
-def fill(directory: Path) -> Path:
-    """Write to a file in ``directory`` until the file system is full; return it."""
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as out:
-        for size in (1024 * 1024, 4096, 1):
-            try:
-                while True:
-                    out.write(b"\0" * size)
-            except OSError as exc:
-                if exc.errno != errno.ENOSPC:
-                    raise
-    return filler
-
-
 def test_full_disk_is_507_and_leaves_no_files(tmp_path: Path) -> None:
     """Tried, on a 24 MiB tmpfs holding serve's data directory, filled up: creating a tus upload (before: 500,
     and an empty .part and .tmp left behind), PATCHing one created earlier (before: 500), completing one. Each
     is a 507 with no file left behind; the unfinished upload keeps what it had and resumes once there is room
     again; the store still reads."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mnt)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (CI runs as root): {mounted.stderr.decode().strip()}")
+    mnt = mount_tmpfs(tmp_path / "small", 24)
     served: Served | None = None
     try:
         node = Node(mnt / "node")
@@ -324,7 +305,7 @@ def test_full_disk_is_507_and_leaves_no_files(tmp_path: Path) -> None:
         last_url = f"{served.url}{create(served, tok, len(last)).headers['location']}"
         assert patch(last_url, tok, 0, last[:-1]).status_code == 204  # its last byte fits in its last page
         files = upload_files(node.data_dir)
-        filler = fill(mnt)
+        filler = fill_filesystem(mnt / "filler")
 
         refused = create(served, tok, 1000)
         assert refused.status_code == 507, refused.text
@@ -353,4 +334,4 @@ def test_full_disk_is_507_and_leaves_no_files(tmp_path: Path) -> None:
     finally:
         if served is not None:
             assert served.stop() == 0
-        subprocess.run(["umount", str(mnt)], check=True)
+        unmount(mnt)

@@ -12,11 +12,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import http.client
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -28,7 +26,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from conftest import Node, Served, gen
+from conftest import Node, Served, fill_filesystem, gen, mount_tmpfs, unmount
 from dags import v0, write_car
 from node.storage.cid import CID, RAW
 from node.storage.dagpb import PBLink, PBNode, encode_node
@@ -249,27 +247,8 @@ def test_deep_dags_are_refused_up_front_or_cut_never_ended_cleanly(tmp_path: Pat
 # ---------------------------------------------------------------- 3. a full disk
 
 
-def fill(path: Path) -> None:
-    """Write ``path`` until the filesystem has not one byte left."""
-    with open(path, "wb", buffering=0) as out:
-        for size in (MiB, 4096, 1):
-            block = b"\xff" * size
-            while True:
-                try:
-                    written = out.write(block)
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC, exc
-                    break
-                if written is not None and written < size:
-                    break
-
-
 def test_a_full_disk_still_serves_and_verifies(tmp_path: Path) -> None:
-    mount = tmp_path / "small"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a 16 MiB tmpfs (run as root): {mounted.stderr.decode().strip()}")
+    mount = mount_tmpfs(tmp_path / "small", 16)
     served: Served | None = None
     try:
         node = Node(mount / "node")
@@ -278,7 +257,7 @@ def test_a_full_disk_still_serves_and_verifies(tmp_path: Path) -> None:
         cid = node.ok("add", str(tmp_path / "clip.bin"), "--json").json["cid"]
         tok = node.ok("token", "create", "--name", "uploader").text.strip().splitlines()[-1]
         served = Served(node.data_dir, args=("--no-dht",))
-        fill(mount / "filler")
+        fill_filesystem(mount / "filler")
         assert os.statvfs(mount).f_bavail == 0
         # Was 500: the last-access stamp could not be written.
         r = httpx.get(f"{served.url}/ipfs/{cid}", timeout=30)
@@ -308,4 +287,4 @@ def test_a_full_disk_still_serves_and_verifies(tmp_path: Path) -> None:
     finally:
         if served is not None:
             served.stop()
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        unmount(mount)
