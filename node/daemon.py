@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from .config import NodeConfig, url_host
 from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import GatewaySettings, build_app
+from .gateway.connections import ConnectionLimits, GuardedConfig
+from .gateway.connections import serve as serve_http
 from .gateway.hub import ViewerHub
 from .gateway.metrics import Metrics
 from .gateway.signaling import SignalingEndpoint
@@ -92,8 +92,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, signaling)
             nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
                                upload_max_age)  # fmt: skip
-            binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
-                app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
+            binds: list[str] = await nursery.start(lambda task_status: serve_http(
+                app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
             ))  # fmt: skip
             base = binds[0].rstrip("/")
             s3_url = await start_s3(nursery, store, config, stop) if config.s3.enabled else None
@@ -128,10 +128,13 @@ async def expire_uploads_until(
             await stop.wait()
 
 
-def hypercorn_config(listen: tuple[str, int]) -> HypercornConfig:
-    """What both listeners (gateway and S3) share: quiet logs, bounded headers, a 5 s graceful stop."""
+def hypercorn_config(listen: tuple[str, int]) -> GuardedConfig:
+    """What both listeners (gateway and S3) share: quiet logs, bounded headers, a 5 s graceful stop, and
+    the connection bounds of gateway/connections.py (a bad environment override fails here).
+    Hypercorn's ``read_timeout`` stays off: it times every read, also those while a client only
+    downloads, so it would cut long downloads."""
     host, port = listen
-    hyper = HypercornConfig()
+    hyper = GuardedConfig(ConnectionLimits.from_environ())
     hyper.bind = [f"{url_host(host)}:{port}"]
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("medianode.http")
@@ -163,8 +166,8 @@ async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig,
         finally:
             catalog.close()
 
-    binds: list[str] = await nursery.start(lambda task_status: hypercorn_serve(
-        app, hyper, shutdown_trigger=stop.wait, task_status=task_status  # type: ignore[arg-type]
+    binds: list[str] = await nursery.start(lambda task_status: serve_http(  # S3 bounds its bodies' pauses itself
+        app, hyper, bound_bodies=False, shutdown_trigger=stop.wait, task_status=task_status
     ))  # fmt: skip
     nursery.start_soon(upkeep)
     return binds[0].rstrip("/")

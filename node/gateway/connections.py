@@ -1,0 +1,380 @@
+"""Bounds on the HTTP connections of both listeners (gateway and S3), and two Hypercorn faults worked around.
+
+What is bounded, and why (defaults below, each overridable from the environment):
+
+- Request headers must be complete ``HEADER_TIMEOUT`` seconds after their first byte, or the client
+  gets 408 and the connection closes: one that dribbles a byte a second would otherwise hold its
+  connection (and, below, a slot of its address) until keep-alive idles it out.
+- A gateway request body that pauses longer than ``BODY_IDLE_TIMEOUT`` gets 408 and the connection
+  closes. The bound is per pause, never on the whole body, so a slow but steady upload (a phone on a
+  bad link) goes on. The S3 listener's bodies already have this bound, with S3's own error
+  (its ``BODY_IDLE_TIMEOUT``, the same default), so it is not applied twice there.
+- A response the client stops reading for ``SEND_IDLE_TIMEOUT`` seconds (no 64 KiB of it accepted)
+  is dropped, so a reader that went away without closing does not hold a connection for ever.
+- At most ``CONNECTIONS_PER_IP`` connections at a time per client address (IPv6: per /64, which one
+  client usually has whole) on each listener; more are answered 503 with ``Retry-After`` and closed.
+  An answer rather than a bare close: S3 SDKs and HTTP clients back off on a 503, while a reset is
+  retried at once, which makes a flood worse. Loopback counts too: a reverse proxy in front shows
+  as one address, and should then hold its own per-client bound, with this one raised.
+
+The Hypercorn 0.18 faults (trio worker, HTTP/1.1):
+
+- ``H11Protocol._maybe_recycle`` ends a connection that must close (HTTP/1.0, ``Connection: close``)
+  from the application's own task, after handing it ``http.disconnect``. Starlette's
+  ``StreamingResponse`` answers the disconnect by cancelling its task group, and the ``Cancelled``
+  lands in ``TCPServer._close`` (at ``send_eof``'s checkpoint) before the socket is closed: the last
+  chunk is sent and the client never sees EOF. :class:`GuardedTCPServer` shields the close.
+- ``TCPServer.protocol_send`` shields ``send_all``, so the graceful-timeout cancel of a shutdown never
+  reaches a send blocked on a client that stopped reading and ``serve`` does not stop.
+  :class:`GuardedTCPServer` closes the socket when its connection is cancelled, which wakes the send.
+
+Hypercorn builds its ``TCPServer`` by name inside ``hypercorn.trio.run``; :func:`serve` puts the
+subclass there (it behaves as Hypercorn's own for a config that is not a :class:`GuardedConfig`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import hypercorn.trio.run as hypercorn_run
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Event, Updated
+from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import AppWrapper, LifespanState
+from starlette.types import Message, Receive, Scope, Send
+
+from ..config import ConfigError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus  # the stubs libp2p installs hide trio's own TaskStatus from mypy
+
+App = Callable[..., Awaitable[None]]  # an ASGI app (the gateway's is typed with dicts, Starlette's with mappings)
+
+HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its headers
+BODY_IDLE_TIMEOUT = 60.0  # seconds a gateway request body may pause; the S3 listener's own bound is the same
+SEND_IDLE_TIMEOUT = 120.0  # seconds a response may wait on a client that does not read
+CONNECTIONS_PER_IP = 64  # concurrent connections per client address per listener (benchmarks use 32)
+SEND_SLICE = 64 * 1024  # the send-idle bound restarts after each slice, so it is about progress, not speed
+REFUSAL_LINGER = 1.0  # seconds a refused connection is drained, so the client reads the 503, not a reset
+RETRY_AFTER = 2
+
+ENVIRONMENT = {
+    "header_timeout": "MEDIANODE_HEADER_TIMEOUT",
+    "body_idle_timeout": "MEDIANODE_BODY_IDLE_TIMEOUT",
+    "send_idle_timeout": "MEDIANODE_SEND_IDLE_TIMEOUT",
+    "per_ip": "MEDIANODE_CONNECTIONS_PER_IP",
+}
+
+REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+TOO_MANY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"retry-after: %d\r\ncontent-length: 46\r\nconnection: close\r\n\r\n"
+    b"too many connections from this address; retry\n" % RETRY_AFTER
+)
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The bounds of one listener; ``per_ip`` 0 means no bound on connections per address."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT
+    send_idle_timeout: float = SEND_IDLE_TIMEOUT
+    per_ip: int = CONNECTIONS_PER_IP
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ConnectionLimits:
+        """The defaults, with ``MEDIANODE_HEADER_TIMEOUT``, ``MEDIANODE_BODY_IDLE_TIMEOUT``,
+        ``MEDIANODE_SEND_IDLE_TIMEOUT`` (seconds) and ``MEDIANODE_CONNECTIONS_PER_IP`` where set."""
+        defaults = cls()
+        seconds = {
+            field: _seconds(environ, ENVIRONMENT[field], getattr(defaults, field))
+            for field in ("header_timeout", "body_idle_timeout", "send_idle_timeout")
+        }
+        return cls(**seconds, per_ip=_count(environ, ENVIRONMENT["per_ip"], defaults.per_ip))
+
+
+def _seconds(environ: Mapping[str, str], variable: str, default: float) -> float:
+    text = environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{variable} must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{variable} must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _count(environ: Mapping[str, str], variable: str, default: int) -> int:
+    text = environ.get(variable, "").strip()
+    if not text:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise ConfigError(f"{variable} must be a whole number (0: no bound), got {text!r}")
+    return int(text)
+
+
+class AddressCounter:
+    """Open connections per client address, for one listener."""
+
+    def __init__(self, per_ip: int) -> None:
+        self.per_ip = per_ip
+        self.open: dict[str, int] = {}
+
+    def admit(self, key: str) -> bool:
+        held = self.open.get(key, 0)
+        if self.per_ip and held >= self.per_ip:
+            return False
+        self.open[key] = held + 1
+        return True
+
+    def release(self, key: str) -> None:
+        held = self.open.pop(key) - 1
+        if held:
+            self.open[key] = held
+
+
+def address_key(peer: Any) -> str:
+    """What one client is: its IPv4 address, or the /64 of its IPv6 one (an IPv4-mapped one as IPv4)."""
+    host = peer[0] if isinstance(peer, tuple) else str(peer)
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host  # not an IP socket (a Unix socket has one "address"): bounded as one client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class GuardedConfig(HypercornConfig):
+    """A Hypercorn config that carries its listener's :class:`ConnectionLimits` and address counts."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        super().__init__()
+        self.limits = limits
+        self.counter = AddressCounter(limits.per_ip)
+
+
+class GuardedStream(trio.abc.HalfCloseableStream):
+    """A connection's socket stream with the header and send-idle bounds; Hypercorn reads and writes
+    through it. It tells apart waiting for a request's headers from the rest by the ``Updated`` events
+    Hypercorn's protocol sends (see :meth:`GuardedTCPServer.protocol_send`)."""
+
+    def __init__(self, inner: trio.SocketStream, limits: ConnectionLimits) -> None:
+        self.inner = inner
+        self.socket = inner.socket  # what Hypercorn asks a plain (not TLS) stream for
+        self.limits = limits
+        self.awaiting_headers = True
+        self.header_deadline: float | None = None
+
+    def headers_awaited(self, awaited: bool) -> None:
+        self.awaiting_headers = awaited
+        self.header_deadline = None
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self.header_deadline is None:
+            # No deadline before a request's first byte: a quiet keep-alive connection is Hypercorn's
+            # keep_alive_timeout's to close, silently, as clients expect of an idle connection.
+            data = await self.inner.receive_some(max_bytes)
+            if data and self.awaiting_headers:
+                self.header_deadline = trio.current_time() + self.limits.header_timeout
+            return data
+        with trio.move_on_at(self.header_deadline):
+            return await self.inner.receive_some(max_bytes)
+        # Nothing of the response has been sent while its request's headers are still arriving.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self.send_all(REQUEST_TIMEOUT)
+        raise trio.TooSlowError  # Hypercorn's reader takes this as the end of the connection
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        for start in range(0, max(len(view), 1), SEND_SLICE):
+            with trio.move_on_after(self.limits.send_idle_timeout):
+                await self.inner.send_all(view[start : start + SEND_SLICE])
+                continue
+            self.inner.socket.close()  # wakes the reader as well, so the whole connection ends
+            raise trio.BrokenResourceError("the client stopped reading the response")
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class GuardedTCPServer(TCPServer):
+    """Hypercorn's connection handler with the bounds of a :class:`GuardedConfig` and the two faults
+    (see the module's doc) worked around; for any other config it is Hypercorn's own."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        context: WorkerContext,
+        state: LifespanState,
+        stream: trio.SSLStream,
+    ) -> None:
+        self.guarded: GuardedStream | None = None
+        self.scope = trio.CancelScope()  # the whole connection, Hypercorn's tasks for it included
+        if isinstance(config, GuardedConfig) and isinstance(stream, trio.SocketStream):
+            self.guarded = GuardedStream(stream, config.limits)
+            stream = cast(Any, self.guarded)  # Hypercorn takes a stream without do_handshake as plain TCP
+        super().__init__(app, config, context, state, stream)
+
+    async def run(self) -> None:
+        if self.guarded is None or not isinstance(self.config, GuardedConfig):
+            await super().run()
+            return
+        counter = self.config.counter
+        try:
+            key = address_key(self.guarded.socket.getpeername())
+        except OSError:  # gone already
+            await self.guarded.aclose()
+            return
+        if not counter.admit(key):
+            await self._refuse(self.guarded.inner)
+            return
+        try:
+            with self.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._close_when_cancelled)
+                    await super().run()
+                    nursery.cancel_scope.cancel()
+        finally:
+            counter.release(key)
+
+    async def _close_when_cancelled(self) -> None:
+        """Hypercorn's sends are shielded: when this connection is cancelled (the end of a graceful
+        stop), closing the socket is what makes a send blocked on a client that stopped reading return."""
+        assert self.guarded is not None
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.guarded.inner.socket.close()
+
+    @staticmethod
+    async def _refuse(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(REFUSAL_LINGER):
+            try:
+                await stream.send_all(TOO_MANY)
+                await stream.send_eof()
+                while await stream.receive_some(SEND_SLICE):
+                    pass  # what the client sends meanwhile; closing with it unread would reset the answer
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        await stream.aclose()
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        if self.guarded is not None and self.guarded.awaiting_headers:
+            # The client's side has ended (EOF, a read error, the header bound) with no request in
+            # progress: nothing more can happen here. Hypercorn would keep the connection (and its slot of
+            # the address's bound) until its keep-alive timer ran out.
+            self.scope.cancel()
+
+    async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Updated) and self.guarded is not None:
+            # Hypercorn's protocol says idle=False when a request's headers are complete and idle=True
+            # when the connection waits for the next request.
+            self.guarded.headers_awaited(event.idle)
+        await super().protocol_send(event)
+
+    async def _close(self) -> None:
+        if self.guarded is None:
+            await super()._close()
+            return
+        with trio.CancelScope(shield=True):  # never blocks: half-close and close of the socket
+            await super()._close()
+
+
+class BoundedBodies:
+    """ASGI middleware: a request body that pauses longer than ``idle_timeout`` is answered 408 (while no
+    response has started) with the connection closed, and the app reads ``http.disconnect``. The clock
+    runs only while the app waits in ``receive`` for more of the body, so an app that is slow to read
+    (Hypercorn then stops reading the socket) never counts against the client."""
+
+    def __init__(self, app: App, idle_timeout: float) -> None:
+        self.app = app
+        self.idle_timeout = idle_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_ended = False
+        started = False
+        answered = False
+
+        async def bounded_receive() -> Message:
+            nonlocal body_ended, answered
+            if body_ended:
+                return await receive()
+            with trio.move_on_after(self.idle_timeout):
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    body_ended = True
+                return message
+            body_ended = True
+            if not started:
+                answered = True
+                await send_timeout(send)
+            return {"type": "http.disconnect"}
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if answered:
+                return  # after the 408 the app's own answer (to the disconnect) has no one to go to
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, bounded_receive, guarded_send)
+
+
+async def send_timeout(send: Send) -> None:
+    body = json.dumps({"error": "the request body stopped arriving"}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+               (b"connection", b"close")]  # fmt: skip
+    await send({"type": "http.response.start", "status": 408, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def install() -> None:
+    """Have Hypercorn's trio worker build :class:`GuardedTCPServer` for its connections."""
+    current = hypercorn_run.TCPServer  # type: ignore[attr-defined]
+    if current is not TCPServer and current is not GuardedTCPServer:
+        raise RuntimeError(f"hypercorn.trio.run.TCPServer is {current!r}, not Hypercorn's TCPServer")
+    hypercorn_run.TCPServer = GuardedTCPServer  # type: ignore[attr-defined]
+
+
+async def serve(
+    app: App,
+    config: GuardedConfig,
+    *,
+    bound_bodies: bool,
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hypercorn's ``serve`` with this module's bounds; ``bound_bodies`` for an app that does not bound
+    its request bodies' pauses itself."""
+    install()
+    if bound_bodies:
+        app = BoundedBodies(app, config.limits.body_idle_timeout)
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger, task_status=task_status)

@@ -1,0 +1,249 @@
+"""Connection handling of both listeners against a real ``medianode serve`` with raw sockets: streamed
+responses end when the client asked for close, slow headers and stalled bodies are cut off, the
+connections one address holds are bounded, and SIGTERM stops ``serve`` with a reader that stalled.
+The bounds are made small with the ``MEDIANODE_*`` overrides of node/gateway/connections.py."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import select
+import signal
+import socket
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import Served, gen
+
+MiB = 1024 * 1024
+GRACEFUL = 5.0  # node/daemon.py hypercorn_config: serve must stop within this + 1 s
+
+
+def address(url: str) -> tuple[str, int]:
+    parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname and parsed.port
+    return parsed.hostname, parsed.port
+
+
+def connect(url: str) -> socket.socket:
+    return socket.create_connection(address(url), timeout=10)
+
+
+def read_to_eof(sock: socket.socket, deadline: float) -> bytes:
+    """Everything the server sends until it closes; fails if it has not closed within ``deadline`` s."""
+    end = time.monotonic() + deadline
+    chunks = []
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"no EOF within {deadline:.0f}s; got {sum(map(len, chunks))} bytes: {b''.join(chunks)[:200]!r}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def split(response: bytes) -> tuple[str, dict[str, str], bytes]:
+    head, _, body = response.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return status, headers, body
+
+
+def poll(what: str, check: Callable[[], bool], deadline: float = 20.0) -> None:
+    end = time.monotonic() + deadline
+    while not check():
+        if time.monotonic() > end:
+            pytest.fail(f"waited {deadline:.0f}s for {what}")
+        time.sleep(0.05)
+
+
+def token(served: Served) -> str:
+    return served.node.ok("token", "create", "--name", "uploader").text.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str, bytes]]:
+    """One serve with default bounds and a 3 MiB file (a dozen 256 KiB blocks, sent as a stream)."""
+    data = gen(3 * MiB)
+    base = tmp_path_factory.mktemp("streamed")
+    (base / "f.bin").write_bytes(data)
+    server = Served(base / "node")
+    cid = str(server.node.ok("add", str(base / "f.bin"), "--json").json["cid"])
+    yield server, cid, data
+    assert server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    ["GET {path} HTTP/1.0\r\n\r\n", "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+    ids=["http-1.0", "connection-close"],
+)
+def test_streamed_response_ends_with_eof(streamed: tuple[Served, str, bytes], request_line: str) -> None:
+    """Measured before: the last chunk came and the socket stayed open (no EOF after 120 s)."""
+    server, cid, data = streamed
+    with connect(server.url) as sock:
+        sock.sendall(request_line.format(path=f"/ipfs/{cid}").encode())
+        status, headers, body = split(read_to_eof(sock, 10))
+    assert status.split()[1] == "200", status
+    if "chunked" in headers.get("transfer-encoding", ""):
+        assert body.endswith(b"0\r\n\r\n")
+    else:
+        assert body == data
+
+
+def test_keep_alive_still_serves_two_requests_on_one_socket(streamed: tuple[Served, str, bytes]) -> None:
+    server, cid, data = streamed
+    conn = http.client.HTTPConnection(*address(server.url), timeout=10)
+    try:
+        conn.request("GET", f"/ipfs/{cid}")
+        first = conn.getresponse()
+        assert first.status == 200 and first.read() == data
+        sock = conn.sock
+        assert sock is not None  # http.client drops the socket when the server says close
+        conn.request("GET", f"/ipfs/{cid}", headers={"Range": "bytes=0-99"})
+        second = conn.getresponse()
+        assert second.status == 206 and second.read() == data[:100]
+        assert conn.sock is sock
+    finally:
+        conn.close()
+
+
+def test_headers_one_byte_a_second_are_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tried: a request line, then a header that never ends, a byte a second. Before, only Hypercorn's
+    keep-alive idle (75 s) ended it, without an answer; now 408 after the header bound (here 2 s)."""
+    monkeypatch.setenv("MEDIANODE_HEADER_TIMEOUT", "2")
+    server = Served(tmp_path / "node")
+    try:
+        for url in (server.url, server.s3_url):
+            assert url
+            with connect(url) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                end = time.monotonic() + 20
+                while not select.select([sock], [], [], 1.0)[0]:  # a byte a second until the server acts
+                    if time.monotonic() > end:
+                        pytest.fail("the slow headers were not cut off within 20 s")
+                    try:
+                        sock.sendall(b"a")
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+                status, _, _ = split(read_to_eof(sock, 10))
+            assert status.startswith("HTTP/1.1 408"), status
+        assert httpx.get(f"{server.url}/metrics").status_code == 200  # and the others are served as before
+    finally:
+        assert server.stop() == 0
+
+
+def test_stalled_body_is_dropped_and_steady_one_is_not(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tried: an upload that promises 100 kB, sends 1 kB and stops. Before, it held its connection for
+    ever; now 408 and closed after the idle bound (here 2 s). An upload that sends a piece every 0.2 s
+    for longer than the bound in all is stored."""
+    monkeypatch.setenv("MEDIANODE_BODY_IDLE_TIMEOUT", "2")
+    server = Served(tmp_path / "node")
+    try:
+        tok = token(server)
+        head = f"POST /api/v1/add HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tok}\r\nContent-Length: {{n}}\r\n\r\n"
+        with connect(server.url) as sock:
+            sock.sendall(head.format(n=100_000).encode() + gen(1000))
+            status, headers, body = split(read_to_eof(sock, 20))
+        assert status.startswith("HTTP/1.1 408"), status
+        assert headers["connection"] == "close" and b"stopped arriving" in body
+
+        data = gen(30 * 1024)
+        with connect(server.url) as sock:
+            sock.sendall(head.format(n=len(data)).encode())
+            for start in range(0, len(data), 2048):  # 15 pieces, 3 s: longer than the bound, never idle for it
+                sock.sendall(data[start : start + 2048])
+                time.sleep(0.2)
+            status, _, body = split(_one_response(sock))
+        assert status.split()[1] == "201", (status, body)
+        assert json.loads(body)["size"] == len(data)
+    finally:
+        assert server.stop() == 0
+
+
+def _one_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, read off a connection that stays open."""
+    sock.settimeout(20)
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before the headers: {response!r}"
+        response += chunk
+    _, headers, body = split(response)
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed mid-body"
+        body += chunk
+        response += chunk
+    return response
+
+
+@pytest.mark.parametrize("listener", ["gateway", "s3"])
+def test_connections_per_address_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listener: str) -> None:
+    """With the bound at 3: three keep-alive connections are served, a fourth is answered 503 with
+    Retry-After and closed; when one of the three closes, a new one is served again."""
+    monkeypatch.setenv("MEDIANODE_CONNECTIONS_PER_IP", "3")
+    server = Served(tmp_path / "node")
+    url = server.url if listener == "gateway" else server.s3_url
+    assert url
+    held = [http.client.HTTPConnection(*address(url), timeout=10) for _ in range(3)]
+    try:
+        for conn in held:  # an answer on each: each is admitted and counted before the fourth comes
+            conn.request("GET", "/metrics")
+            conn.getresponse().read()
+            assert conn.sock is not None
+        with connect(url) as sock:
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, _ = split(read_to_eof(sock, 10))
+        assert status.startswith("HTTP/1.1 503"), status
+        assert int(headers["retry-after"]) > 0
+
+        held.pop().close()
+
+        def served_again() -> bool:
+            with connect(url) as sock:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                return not split(read_to_eof(sock, 10))[0].startswith("HTTP/1.1 503")
+
+        poll("a freed slot to admit a new connection", served_again)
+    finally:
+        for conn in held:
+            conn.close()
+        assert server.stop() == 0
+
+
+def test_sigterm_stops_serve_with_a_reader_that_stalled(tmp_path: Path) -> None:
+    """Tried: a 32 MiB response to a client with a 4 KiB receive buffer that reads its headers and then
+    nothing. Before, Hypercorn's shielded send kept it (and serve) alive after SIGTERM; now serve ends
+    within the graceful bound and a second."""
+    (tmp_path / "big.bin").write_bytes(gen(32 * MiB))
+    server = Served(tmp_path / "node")
+    try:
+        cid = str(server.node.ok("add", str(tmp_path / "big.bin"), "--json").json["cid"])
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(address(server.url))
+        sock.sendall(f"GET /ipfs/{cid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the response is under way; no more is read
+        server.proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        poll("serve to exit after SIGTERM", lambda: server.proc.poll() is not None, deadline=GRACEFUL + 1)
+        assert time.monotonic() - signalled <= GRACEFUL + 1
+        sock.close()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+        server.proc.wait()
