@@ -6,6 +6,7 @@ The bounds are made small with the ``MEDIANODE_*`` overrides of node/gateway/con
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import select
 import signal
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import Served, gen
+from node.storage.car import read_car
 
 MiB = 1024 * 1024
 GRACEFUL = 5.0  # node/daemon.py hypercorn_config: serve must stop within this + 1 s
@@ -75,8 +77,9 @@ def token(served: Served) -> str:
 
 @pytest.fixture(scope="module")
 def streamed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served, str, bytes]]:
-    """One serve with default bounds and a 3 MiB file (a dozen 256 KiB blocks, sent as a stream)."""
-    data = gen(3 * MiB)
+    """One serve with default bounds and a 12 MiB file (sent as a stream of windows). Before the fix a
+    3 MiB file happened to end; this one and any CAR did not, every time."""
+    data = gen(12 * MiB)
     base = tmp_path_factory.mktemp("streamed")
     (base / "f.bin").write_bytes(data)
     server = Served(base / "node")
@@ -85,22 +88,40 @@ def streamed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Served,
     assert server.stop() == 0
 
 
+def dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return bytes(out)
+        out += body[:size]
+        assert body[size : size + 2] == b"\r\n"
+        body = body[size + 2 :]
+
+
+@pytest.mark.parametrize("target", ["file", "car"])
 @pytest.mark.parametrize(
     "request_line",
     ["GET {path} HTTP/1.0\r\n\r\n", "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
     ids=["http-1.0", "connection-close"],
 )
-def test_streamed_response_ends_with_eof(streamed: tuple[Served, str, bytes], request_line: str) -> None:
+def test_streamed_response_ends_with_eof(streamed: tuple[Served, str, bytes], request_line: str, target: str) -> None:
     """Measured before: the last chunk came and the socket stayed open (no EOF after 120 s)."""
     server, cid, data = streamed
+    path = f"/ipfs/{cid}" + ("?format=car" if target == "car" else "")
     with connect(server.url) as sock:
-        sock.sendall(request_line.format(path=f"/ipfs/{cid}").encode())
+        sock.sendall(request_line.format(path=path).encode())
         status, headers, body = split(read_to_eof(sock, 10))
     assert status.split()[1] == "200", status
     if "chunked" in headers.get("transfer-encoding", ""):
-        assert body.endswith(b"0\r\n\r\n")
-    else:
+        body = dechunk(body)
+    if target == "file":
         assert body == data
+    else:
+        roots, blocks = read_car(io.BytesIO(body))
+        assert [str(root) for root in roots] == [cid]
+        assert sum(len(block) for _, block in blocks) > len(data)  # every leaf and the nodes above them
 
 
 def test_keep_alive_still_serves_two_requests_on_one_socket(streamed: tuple[Served, str, bytes]) -> None:
