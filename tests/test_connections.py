@@ -245,6 +245,40 @@ def test_connections_per_address_are_bounded(tmp_path: Path, monkeypatch: pytest
         assert server.stop() == 0
 
 
+def stalled_reader(url: str, path: str) -> socket.socket:
+    """A client with a 4 KiB receive buffer that sends a GET, reads the status line, and no more."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(address(url))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def test_reader_that_stalls_is_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tried: a 32 MiB response the client stops reading, with one connection allowed per address and
+    the send bound at 1 s. Its slot frees (a new connection is served) once the server dropped it, and
+    the client then reads what was in flight and EOF. Before, the response went on as soon as it read."""
+    monkeypatch.setenv("MEDIANODE_SEND_IDLE_TIMEOUT", "1")
+    monkeypatch.setenv("MEDIANODE_CONNECTIONS_PER_IP", "1")
+    (tmp_path / "big.bin").write_bytes(gen(32 * MiB))
+    server = Served(tmp_path / "node")
+    try:
+        cid = str(server.node.ok("add", str(tmp_path / "big.bin"), "--json").json["cid"])
+        with stalled_reader(server.url, f"/ipfs/{cid}") as stalled:
+
+            def served_again() -> bool:
+                with connect(server.url) as sock:
+                    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    return split(read_to_eof(sock, 10))[0].split()[1] == "200"
+
+            poll("the stalled response to be dropped", served_again)
+            assert len(read_to_eof(stalled, 10)) < 32 * MiB  # what was in flight, then the end: not all of it
+    finally:
+        assert server.stop() == 0
+
+
 def test_sigterm_stops_serve_with_a_reader_that_stalled(tmp_path: Path) -> None:
     """Tried: a 32 MiB response to a client with a 4 KiB receive buffer that reads its headers and then
     nothing. Before, Hypercorn's shielded send kept it (and serve) alive after SIGTERM; now serve ends
@@ -253,12 +287,7 @@ def test_sigterm_stops_serve_with_a_reader_that_stalled(tmp_path: Path) -> None:
     server = Served(tmp_path / "node")
     try:
         cid = str(server.node.ok("add", str(tmp_path / "big.bin"), "--json").json["cid"])
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(10)
-        sock.connect(address(server.url))
-        sock.sendall(f"GET /ipfs/{cid} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the response is under way; no more is read
+        sock = stalled_reader(server.url, f"/ipfs/{cid}")  # the response is under way; no more is read
         server.proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         poll("serve to exit after SIGTERM", lambda: server.proc.poll() is not None, deadline=GRACEFUL + 1)
