@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import itertools
 import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import LOCAL_VECTORS, SHARED_VECTORS, gen
 from node.storage.cid import CID, DAG_PB, RAW, CIDError, base58btc_encode
 from node.storage.dagpb import DagPBError, PBLink, PBNode, decode_node, encode_node
-from node.storage.importer import UnsupportedInputError, import_stream, import_tree
+from node.storage.importer import ChunkFeeder, UnsupportedInputError, import_stream, import_tree
 from node.storage.layout import walk_file
 from node.storage.unixfs import NodeType, UnixFSData, decode_unixfs
 
@@ -195,3 +199,27 @@ def test_varints_and_cid_bytes_have_one_spelling() -> None:
         CID.from_bytes(b"\x81\x00" + raw[1:])
     with pytest.raises(CIDError, match="truncated"):
         CID.from_bytes(b"\x12\x20" + bytes(10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(min_value=0, max_value=5000),
+    chunk_size=st.sampled_from([1, 7, 256, 1000]),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=12),
+)
+def test_a_body_fed_in_any_pieces_gets_the_cid_of_the_whole_file(size: int, chunk_size: int, cuts: list[int]) -> None:
+    """Tried: an upload's body arriving cut anywhere (inside a leaf, on a leaf's edge, empty pieces, one
+    byte at a time), as HTTP bodies do; the pieces must give the CID and leaves of the file read at once."""
+    data = gen(size, b"feeder")
+    whole = import_stream(io.BytesIO(data), MemorySink(), chunk_size)
+    sink = MemorySink()
+    feeder = ChunkFeeder(sink, chunk_size)
+    edges = sorted({0, size, *(c for c in cuts if c <= size)})
+    for start, end in itertools.pairwise(edges):
+        feeder.feed(data[start:end])
+        feeder.feed(b"")
+    root, digest = feeder.finish()
+    assert root == whole
+    assert digest == hashlib.sha256(data).digest()
+    layout = walk_file(root.cid, sink.blocks.__getitem__)
+    assert b"".join(sink.blocks[leaf.cid] for leaf in layout.leaves) == data

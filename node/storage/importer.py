@@ -136,10 +136,20 @@ class ChunkFeeder:
         if self._digest is not None:
             self._digest.update(data)
         self.size += len(data)
-        self._pending += data
-        while len(self._pending) >= self._chunk_size:
-            self._builder.add_leaf(bytes(self._pending[: self._chunk_size]))
-            del self._pending[: self._chunk_size]
+        chunk_size = self._chunk_size
+        view = memoryview(data)
+        if self._pending:  # complete the leaf the last batch began
+            taken = chunk_size - len(self._pending)
+            self._pending += view[:taken]
+            view = view[taken:]
+            if len(self._pending) < chunk_size:
+                return
+            self._builder.add_leaf(bytes(self._pending))
+            self._pending.clear()
+        while len(view) >= chunk_size:  # whole leaves straight from the batch: one copy each
+            self._builder.add_leaf(bytes(view[:chunk_size]))
+            view = view[chunk_size:]
+        self._pending += view
 
     def finish(self) -> tuple[Child, bytes]:
         """Return the root and the digest of everything fed."""

@@ -250,6 +250,12 @@ class BodyChecks:
         """The trailing header that will carry the checksum, if it comes in a trailer."""
         return checksum_header(self.algorithm) if self.in_trailer and self.algorithm else None
 
+    @property
+    def running(self) -> bool:
+        """Whether anything is computed from the body (a request that declares nothing and signs no
+        payload needs no pass over it)."""
+        return bool(self._running)
+
     def update(self, data: bytes | bytearray | memoryview) -> None:
         for checksum in self._running.values():
             checksum.update(data)

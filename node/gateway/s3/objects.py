@@ -31,6 +31,7 @@ from ...storage.errors import NoSpace, QuotaExceeded
 from ...storage.importer import BalancedFileBuilder, ChunkFeeder
 from ...storage.store import BlockStore, ImportBatch
 from ...storage.unixfs import Child
+from ..stages import Stages
 from .catalog import Catalog, Part, Upload, object_holder, part_holder
 from .checksums import BodyChecks
 from .errors import S3Error
@@ -87,39 +88,27 @@ class ObjectWriter:
             feeder = ChunkFeeder(batch, self.chunk_size, content_hash=None)
             md5 = hashlib.md5(usedforsecurity=False)
 
-            def hash_for_client(data: bytes) -> None:
-                md5.update(data)
-                checks.update(data)
-
-            # Batches go through a small channel to one task that hashes each on two threads at once
-            # (leaves; the ETag's MD5 and the declared checksums), while the next batch is received.
-            send, receive = anyio.create_memory_object_stream[bytes](2)
-
-            async def hash_batches() -> None:
-                async with receive:
-                    async for data in receive:
-                        async with anyio.create_task_group() as both:
-                            both.start_soon(anyio.to_thread.run_sync, feeder.feed, data)
-                            both.start_soon(anyio.to_thread.run_sync, hash_for_client, data)
-
+            # Each batch is hashed on up to three threads at once (the leaves, which also writes them; the
+            # ETag's MD5; the declared checksums) while the next is received.
+            consumers: list[Callable[[bytes], None]] = [feeder.feed, md5.update]
+            if checks.running:
+                consumers.append(checks.update)
             received = 0
-            try:
-                async with anyio.create_task_group() as pipeline:
-                    pipeline.start_soon(hash_batches)
-                    async with send:
-                        pending = bytearray()
-                        async for chunk in chunks:
-                            received += len(chunk)
-                            if received > limit:
-                                raise _too_big(received, room)
-                            pending += chunk
-                            if len(pending) >= FEED_BATCH:
-                                await send.send(bytes(pending))
-                                pending.clear()
-                        if pending:
-                            await send.send(bytes(pending))
-            except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+            async with Stages(consumers, depth=2) as stages:
+                pending: list[bytes] = []
+                held = 0
+                async for chunk in chunks:
+                    received += len(chunk)
+                    if received > limit:
+                        raise _too_big(received, room)
+                    pending.append(chunk)
+                    held += len(chunk)
+                    if held >= FEED_BATCH:
+                        await stages.put(pending[0] if len(pending) == 1 else b"".join(pending))
+                        pending, held = [], 0
+                if pending:
+                    await stages.put(b"".join(pending))
+                await stages.finish()
             root, _ = await anyio.to_thread.run_sync(feeder.finish)
             checksums = checks.finish(trailers() if trailers is not None else None)
             await anyio.to_thread.run_sync(lambda: _commit(batch, root.cid, name, feeder.size, hold))
@@ -195,16 +184,6 @@ class ObjectWriter:
                 self.store.release(holder)
                 released += 1
         return released
-
-
-def _first_error(group: BaseExceptionGroup) -> BaseException:
-    """The error that ended a task group (the others are the cancellations it caused)."""
-    for error in group.exceptions:
-        if isinstance(error, BaseExceptionGroup):
-            return _first_error(error)
-        if not isinstance(error, anyio.get_cancelled_exc_class()):
-            return error
-    return group.exceptions[0]
 
 
 def _too_big(size: int, room: int | None) -> S3Error:

@@ -41,19 +41,17 @@ from ...storage.store import BlockStore
 from ..ranges import RangeError, parse_range
 from . import etag as etags
 from . import listing, names, sigv4, xml
+from .body import BodyReader
 from .catalog import Catalog, ObjectRecord, Part, object_holder, part_holder
 from .checksums import BodyChecks
 from .chunked import decoder_for
 from .errors import S3Error, access_denied, invalid_request
-from .objects import MAX_PARTS, MIN_PART_SIZE, ObjectWriter, quota_exceeded
+from .objects import FEED_BATCH, MAX_PARTS, MIN_PART_SIZE, ObjectWriter, quota_exceeded
 
 log = logging.getLogger("medianode.s3")
 
 PIECE = 4 * 1024 * 1024
-BODY_IDLE_TIMEOUT = 60.0  # seconds a request body may pause before the request is refused
 MAX_SMALL_BODY = 4 * 1024 * 1024
-DRAIN_LIMIT = 64 * 1024 * 1024  # bytes of a refused upload read and dropped before answering
-DRAIN_SECONDS = 30.0  # XML request bodies (DeleteObjects, CompleteMultipartUpload, ACLs)
 STORED_HEADERS = (
     "content-type",
     "cache-control",
@@ -89,8 +87,6 @@ INVALID_PART = (
     "specified entity tag may not match the part's entity tag."
 )
 TOO_SMALL = "Your proposed upload is smaller than the minimum allowed object size."
-TIMEOUT = "Your socket connection to the server was not read from or written to within the timeout period."
-SHORT_BODY = "You did not provide the number of bytes specified by the Content-Length HTTP header"
 NOT_IMPLEMENTED = "A header or query you provided implies functionality that is not implemented"
 RANGE = "The requested range is not satisfiable"
 
@@ -108,6 +104,7 @@ class Call:
     """One request, parsed and authenticated."""
 
     request: Request
+    body_reader: BodyReader
     method: str
     bucket: str | None
     key: str | None
@@ -141,12 +138,14 @@ class S3App:
         if scope["type"] != "http":
             return
         request = Request(scope, receive)
+        reader = BodyReader(receive)
         request_id = secrets.token_hex(8).upper()
         try:
-            response = await self.handle(request)
+            response = await self.handle(request, reader)
         except S3Error as error:
             response = self.error(error, request)
-            await _drain(request)
+            if request.method in ("PUT", "POST"):
+                await reader.drain()
         except ClientDisconnect:
             response = self.error(S3Error("IncompleteBody", 400, "The request body ended early"), request)
         response.headers["x-amz-request-id"] = request_id
@@ -167,7 +166,7 @@ class S3App:
 
     # -- parsing and dispatch ---------------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, request: Request, reader: BodyReader) -> Response:
         method = request.method
         if method == "OPTIONS":
             return self.preflight(request)
@@ -190,7 +189,7 @@ class S3App:
             for k, v in urllib.parse.parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)
             if not k.lower().startswith("x-amz-") and k != "x-id"
         }
-        call = Call(request, method, bucket, key, query, auth, headers)
+        call = Call(request, reader, method, bucket, key, query, auth, headers)
         if bucket is None:
             if method == "GET":
                 return self.list_buckets(call)
@@ -451,17 +450,18 @@ class S3App:
             call.headers,
             payload_sha256=call.auth.payload_sha256 if call.auth.payload is sigv4.PayloadMode.SIGNED else None,
         )
-        stream = _with_idle_timeout(call.request.stream())
         if not call.auth.payload.streaming:
             if length is None and call.header("transfer-encoding") is None:
                 raise S3Error("MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
-            return _counted(stream, None if length is None else int(length)), checks, None
+            return call.body_reader.batches(None if length is None else int(length), FEED_BATCH), checks, None
         decoder = decoder_for(call.auth, call.headers)
+        wire = call.body_reader.batches(None, FEED_BATCH)  # the decoder checks the decoded length
 
         async def decoded() -> AsyncIterator[bytes]:
-            async for chunk in stream:
-                for piece in decoder.feed(chunk):
-                    yield piece
+            async for batch in wire:
+                pieces = decoder.feed(batch)
+                if pieces:
+                    yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
             decoder.end()
 
         return decoded(), checks, lambda: decoder.trailers
@@ -654,45 +654,3 @@ def _copy_source(value: str) -> tuple[str, str]:
             "InvalidArgument", 400, "Copy Source must mention the source bucket and key: sourcebucket/sourcekey"
         )
     return bucket, names.validate_key(key)
-
-
-async def _drain(request: Request) -> None:
-    """Read and drop what is left of a refused request's body (bounded), so the client that is still
-    sending it gets the error instead of a reset connection."""
-    if request.method not in ("PUT", "POST"):
-        return
-    left = DRAIN_LIMIT
-    with anyio.move_on_after(DRAIN_SECONDS):
-        try:
-            async for chunk in request.stream():
-                left -= len(chunk)
-                if left < 0:
-                    return
-        except (RuntimeError, ClientDisconnect):  # consumed already, or the client has gone
-            return
-
-
-async def _with_idle_timeout(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    iterator = stream.__aiter__()
-    while True:
-        with anyio.move_on_after(BODY_IDLE_TIMEOUT) as scope:
-            try:
-                chunk = await iterator.__anext__()
-            except StopAsyncIteration:
-                return
-        if scope.cancelled_caught:
-            raise S3Error("RequestTimeout", 400, TIMEOUT)
-        if chunk:
-            yield chunk
-
-
-async def _counted(stream: AsyncIterator[bytes], length: int | None) -> AsyncIterator[bytes]:
-    """The body, refused if it ends before (or runs past) its Content-Length."""
-    seen = 0
-    async for chunk in stream:
-        seen += len(chunk)
-        if length is not None and seen > length:
-            raise S3Error("InvalidRequest", 400, "The body is longer than its Content-Length")
-        yield chunk
-    if length is not None and seen < length:
-        raise S3Error("IncompleteBody", 400, SHORT_BODY)
