@@ -65,7 +65,17 @@ def test_signal_messages_are_checked() -> None:
     assert decode_signal(pack({"t": "join", "have": b"\0"})) == Join(b"\0")
     assert decode_signal(pack({"t": "signal", "to": "ab", "data": {"type": "offer"}})) == Relay("ab", {"type": "offer"})
     assert decode_signal(pack({"t": "peers"})) == AskPeers()
-    for bad in ({"t": "stats", "peer": -1, "http": 0}, {"t": "signal", "to": 5, "data": {}}, {"t": "join"}):
+    assert decode_signal(pack({"t": "stats", "http": 5, "got": {"a": 1}, "peer": 9})) == Stats(5, {"a": 1}, {})
+    for bad in (
+        {"t": "stats", "http": -1},
+        {"t": "stats", "http": 0, "got": {"a": -1}},
+        {"t": "stats", "http": 0, "sent": {"a": True}},
+        {"t": "stats", "http": 0, "sent": {"": 1}},
+        {"t": "stats", "http": 0, "got": {str(i): 1 for i in range(65)}},
+        {"t": "stats", "http": 0, "got": [1]},
+        {"t": "signal", "to": 5, "data": {}},
+        {"t": "join"},
+    ):
         with pytest.raises(ProtocolError):
             decode_signal(pack(bad))
     with pytest.raises(ProtocolError, match="at most"):
@@ -83,9 +93,9 @@ def test_hub_introduces_seeders_first_and_relays_within_a_swarm() -> None:
     assert relay == [(seeder, {"t": "signal", "from": newcomer, "data": {"type": "offer", "sdp": "v=0"}})]
     stranger, _ = hub.join(OTHER, "10.0.0.4", Join(b"\0"), 1, 0, now=0)
     assert hub.handle(stranger, Relay(seeder, {"type": "offer"}), now=1) == []  # other swarm: not relayed
-    hub.leave(seeder)
+    hub.leave(seeder, now=2)
     assert hub.handle(newcomer, Relay(seeder, {"type": "offer"}), now=2) == []
-    assert hub.stats(CLIP)["viewers"] == 2
+    assert hub.stats(CLIP, now=2)["viewers"] == 2
 
 
 def test_hub_limits_per_address_per_swarm_and_relay_rate() -> None:
@@ -107,12 +117,15 @@ def test_hub_limits_per_address_per_swarm_and_relay_rate() -> None:
 def test_hub_counts_reported_bytes_once_and_at_most_the_clip_size() -> None:
     hub = ViewerHub([])
     viewer, _ = hub.join(CLIP, "10.0.0.1", Join(b"\0"), 1, 1000, now=0)
-    hub.handle(viewer, Stats(peer=300, http=100), now=1)
-    hub.handle(viewer, Stats(peer=700, http=100), now=2)
-    hub.handle(viewer, Stats(peer=10**12, http=100), now=3)  # a liar counts for the clip's size at most
-    assert hub.stats(CLIP) == {"viewers": 1, "viewers_seen": 1, "bytes_from_peers": 1000, "bytes_from_http": 100}
+    sender, _ = hub.join(CLIP, "10.0.0.2", Join(b"\0"), 1, 1000, now=0)
+    hub.handle(sender, Stats(http=0, got={}, sent={viewer: 10**12}), now=1)
+    hub.handle(viewer, Stats(http=100, got={sender: 300}, sent={}), now=1)
+    hub.handle(viewer, Stats(http=100, got={sender: 700}, sent={}), now=2)
+    hub.handle(viewer, Stats(http=10**12, got={sender: 10**12}, sent={}), now=3)  # the clip's size at most
+    assert hub.stats(CLIP, now=3) == {"viewers": 2, "viewers_seen": 2, "bytes_from_peers": 1000,
+                                      "bytes_from_http": 1000}  # fmt: skip
     with pytest.raises(ProtocolError, match="only grow"):
-        hub.handle(viewer, Stats(peer=10, http=100), now=4)
+        hub.handle(viewer, Stats(http=10, got={}, sent={}), now=4)
     hub.handle(viewer, Have(b"\x80"), now=5)
     with pytest.raises(ProtocolError):
         hub.handle(viewer, Have(b"\x80\x00"), now=5)
@@ -172,9 +185,13 @@ def test_two_viewers_are_introduced_and_relay_through_the_real_hub(clip_node) ->
                     await second.send_message(pack({"t": "signal", "to": welcome_first["id"], "data": offer}))
                     relayed = msgpack.unpackb(await first.get_message())
                     assert relayed == {"t": "signal", "from": welcome["id"], "data": offer}
-                    await second.send_message(pack({"t": "stats", "peer": 786432, "http": 5}))
-                    await trio.sleep(0.3)
+                    sender, receiver = welcome_first["id"], welcome["id"]
+                    await first.send_message(pack({"t": "stats", "http": 0, "got": {}, "sent": {receiver: 786432}}))
+                    await second.send_message(pack({"t": "stats", "http": 5, "got": {sender: 786432}, "sent": {}}))
                     stats = httpx.get(f"{served.url}/api/v1/swarm/{cid}/stats").json()
+                    while stats["bytes_from_peers"] < 786432 or stats["bytes_from_http"] < 5:  # under fail_after
+                        await trio.sleep(0.05)
+                        stats = httpx.get(f"{served.url}/api/v1/swarm/{cid}/stats").json()
                     assert stats["viewers"] == 2 and stats["bytes_from_peers"] == 786432
                     assert stats["bytes_from_http"] == 5
         metrics = httpx.get(f"{served.url}/metrics").text
@@ -243,8 +260,8 @@ def test_hub_forgets_counts_of_the_oldest_unwatched_cids_past_its_limit() -> Non
     cids = [CID.for_block(RAW, data) for data in (b"a", b"b", b"c")]
     for cid in cids:
         viewer, _ = hub.join(cid, "10.0.0.1", Join(b"\0"), 1, 10, now=0)
-        hub.handle(viewer, Stats(peer=5, http=5), now=1)
-        hub.leave(viewer)
-    assert hub.stats(cids[0])["bytes_from_peers"] == 0  # forgotten
-    assert hub.stats(cids[2])["bytes_from_peers"] == 5
-    assert hub.overall.bytes_from_peers == 15  # /metrics totals are never forgotten
+        hub.handle(viewer, Stats(http=5, got={}, sent={}), now=1)
+        hub.leave(viewer, now=1)
+    assert hub.stats(cids[0], now=1)["bytes_from_http"] == 0  # forgotten
+    assert hub.stats(cids[2], now=1)["bytes_from_http"] == 5
+    assert hub.overall.bytes_from_http == 15  # /metrics totals are never forgotten

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -116,7 +118,7 @@ class Metrics:
 
 
 class ViewerCollector(Collector):
-    """The viewer swarm, from the signaling hub's counts."""
+    """The viewer swarm, from the signaling hub's counts (what they mean: ``hub.py``'s docstring)."""
 
     def __init__(self, hub: Any) -> None:
         self.hub = hub
@@ -124,15 +126,37 @@ class ViewerCollector(Collector):
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
-        overall = self.hub.overall
-        yield GaugeMetricFamily("medianode_viewers", "Viewers connected to the signaling hub",
-                                value=self.hub.viewer_count())  # fmt: skip
-        yield GaugeMetricFamily("medianode_viewer_swarms", "CIDs with viewers now", value=len(self.hub.swarms))
-        yield CounterMetricFamily("medianode_viewers_joined", "Viewers admitted since start",
-                                  value=overall.viewers_seen)  # fmt: skip
+        viewers, swarms, seen, joins, from_peers, from_http = self._read()
+        yield GaugeMetricFamily("medianode_viewers", "Viewers connected to the signaling hub", value=viewers)
+        yield GaugeMetricFamily("medianode_viewer_swarms", "CIDs with viewers now", value=swarms)
+        yield GaugeMetricFamily("medianode_viewers_seen",
+                                "Distinct viewers in the last hour (per address, most at once; summed over CIDs)",
+                                value=seen)  # fmt: skip
+        yield CounterMetricFamily("medianode_viewers_joined", "Viewer memberships admitted since start",
+                                  value=joins)  # fmt: skip
         bytes_received = CounterMetricFamily(
-            "medianode_viewer_bytes_received", "Clip bytes viewers reported receiving, by source", labels=["source"]
+            "medianode_viewer_bytes_received",
+            "Clip bytes viewers received, by source (peers: confirmed by both ends; http: claimed, bounded)",
+            labels=["source"],
         )
-        bytes_received.add_metric(["peers"], overall.bytes_from_peers)
-        bytes_received.add_metric(["http"], overall.bytes_from_http)
+        bytes_received.add_metric(["peers"], from_peers)
+        bytes_received.add_metric(["http"], from_http)
         yield bytes_received
+
+    def _read(self) -> tuple[int, int, int, int, int, int]:
+        """The hub's figures, read on the event loop's thread (the hub is not thread-safe; a scrape runs in a
+        worker thread); read directly when called outside one (no loop to ask)."""
+        try:
+            return anyio.from_thread.run_sync(self._figures)
+        except RuntimeError:
+            return self._figures()
+
+    def _figures(self) -> tuple[int, int, int, int, int, int]:
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            now = None
+        overall = self.hub.overall
+        seen = self.hub.viewers_seen(now) if now is not None else self.hub.audience.total
+        return (self.hub.viewer_count(), len(self.hub.swarms), seen, overall.joins, overall.bytes_from_peers,
+                overall.bytes_from_http)  # fmt: skip

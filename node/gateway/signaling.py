@@ -10,8 +10,10 @@ Only files this node stores whole get a swarm, so a viewer can always fall
 back to the gateway for any piece.
 
 ``GET /api/v1/swarm/{cid}/stats`` answers ``{"viewers", "viewers_seen",
-"bytes_from_peers", "bytes_from_http"}``, the byte counts being what viewers
-of the CID reported receiving since the node started.
+"bytes_from_peers", "bytes_from_http"}`` for the CID since the node
+started: peer bytes as far as both ends of each transfer agree, HTTP bytes
+as viewers claim them within bounds, distinct viewers in the last hour (the
+exact rules are in ``hub.py``'s docstring).
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class SignalingEndpoint:
             cid = CID.parse(request.path_params["cid"])
         except CIDError as exc:
             return JSONResponse({"error": f"malformed CID: {exc}"}, status_code=400)
-        return JSONResponse({"cid": str(cid), **self.hub.stats(cid)}, headers={"Cache-Control": "no-store"})
+        stats = self.hub.stats(cid, trio.current_time())
+        return JSONResponse({"cid": str(cid), **stats}, headers={"Cache-Control": "no-store"})
 
     def _pieces(self, cid: CID) -> tuple[int, int]:
         """Pieces and bytes of a file stored here whole, or raise ``Refused``."""
@@ -127,7 +130,7 @@ class SignalingEndpoint:
             await self._close(websocket, 1011, f"store error: {exc}")
         finally:
             if viewer_id is not None:
-                self.hub.leave(viewer_id)
+                self.hub.leave(viewer_id, trio.current_time())
                 outbox_send = self._outboxes.pop(viewer_id, None)
                 if outbox_send is not None:
                     outbox_send.close()

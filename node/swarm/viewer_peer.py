@@ -22,7 +22,10 @@ module:
     chunk or a malformed message is dropped and never connected to again in
     this session. Serving is bounded per peer: ``MAX_OUTSTANDING`` requests
     queued or being sent (more are rejected), one piece sent at a time, and
-    the data channel paced by its ``bufferedAmount``.
+    the data channel paced by its ``bufferedAmount``. It reports to the hub,
+    per membership, the HTTP bytes it took and, per peer, the bytes of
+    verified new pieces it got and of whole pieces it sent (the hub counts
+    peer bytes only where both ends agree).
 ``watch_file``
     The whole of ``medianode watch``: learn the clip, fetch it through the
     swarm with the gateway as fallback, write and rename the file, then keep
@@ -32,6 +35,7 @@ module:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -61,7 +65,9 @@ from .viewer_protocol import (
     MAX_PIECE,
     MAX_PIECES,
     MAX_SIGNAL,
+    MAX_STATS_PEERS,
     PIECE_CHUNK,
+    STATS_EVERY,
     Cancel,
     HaveAll,
     HaveOne,
@@ -91,7 +97,6 @@ HTTP_ATTEMPTS = 3
 HTTP_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 20.0  # seconds from starting a connection to its data channel being open
 JOIN_TIMEOUT = 10.0  # seconds for the hub's welcome
-STATS_EVERY = 1.0
 ASK_PEERS_EVERY = 5.0  # while pieces are missing and few peers are connected
 FEW_PEERS = 2
 SIGNAL_INBOX = 64  # relayed signals waiting for one connection; more are dropped, as a lossy network would
@@ -414,6 +419,13 @@ class SwarmViewer:
         self._wake = trio.Event()
         self._failure: str | None = None
         self._nursery: trio.Nursery | None = None
+        # What this membership of the hub reports (see "stats" in viewer_protocol): per peer id, bytes
+        # got from it and sent to it, and which of those changed since the last report.
+        self._got_from: dict[str, int] = {}
+        self._sent_to: dict[str, int] = {}
+        self._unreported: tuple[set[str], set[str]] = (set(), set())  # (got, sent)
+        self._http_before = 0  # HTTP bytes reported by earlier memberships
+        self._http_reported = 0  # by this one
 
     # -- the whole
 
@@ -552,6 +564,7 @@ class SwarmViewer:
         if not isinstance(welcome, Welcome):
             raise ProtocolError("the hub's first message is 'welcome'")
         self.my_id = welcome.id
+        self._new_membership()
         self._ice = list(dict.fromkeys([*welcome.ice, *self.stun]))
         self._hub = ws
         self._introduced(welcome.peers)
@@ -578,21 +591,47 @@ class SwarmViewer:
         with contextlib.suppress(ConnectionClosed):  # the hub loop notices and rejoins (or not)
             await ws.send_message(pack(message))
 
+    def _new_membership(self) -> None:
+        """The hub let us in (again): counts start from 0, but for HTTP bytes no membership reported yet."""
+        self._http_before += self._http_reported
+        self._http_reported = 0
+        self._got_from.clear()
+        self._sent_to.clear()
+        for unreported in self._unreported:
+            unreported.clear()
+
+    def _count_peer_bytes(self, peer: str, size: int, *, sent: bool) -> None:
+        counts = self._sent_to if sent else self._got_from
+        counts[peer] = counts.get(peer, 0) + size
+        self._unreported[1 if sent else 0].add(peer)
+
+    def _stats_pending(self) -> bool:
+        return any(self._unreported) or self.stats.bytes_from_http - self._http_before != self._http_reported
+
     async def _send_stats(self) -> None:
         await self._send_hub({"t": "have", "have": bitfield(self.held, self.count)})
-        await self._send_hub({"t": "stats", "peer": self.stats.bytes_from_peers, "http": self.stats.bytes_from_http})
+        if self._hub is None:
+            return
+        # Peers past MAX_STATS_PEERS wait for the next report; taken off the sets before sending, so a count
+        # that changes meanwhile is reported again.
+        got_peers, sent_peers = (list(itertools.islice(peers, MAX_STATS_PEERS)) for peers in self._unreported)
+        self._unreported[0].difference_update(got_peers)
+        self._unreported[1].difference_update(sent_peers)
+        self._http_reported = self.stats.bytes_from_http - self._http_before
+        await self._send_hub({"t": "stats", "http": self._http_reported,
+                              "got": {peer: self._got_from[peer] for peer in got_peers},
+                              "sent": {peer: self._sent_to[peer] for peer in sent_peers}})  # fmt: skip
 
     async def _report(self, scope: trio.CancelScope) -> None:
         """Stats (and what we hold, if it changed) every STATS_EVERY; ask for peers when short of them."""
-        reported: tuple[int, int, int] | None = None
+        held_reported: int | None = None
         asked = trio.current_time()
         with scope:
             while True:
                 await trio.sleep(STATS_EVERY)
                 now = trio.current_time()
-                current = (len(self.held), self.stats.bytes_from_peers, self.stats.bytes_from_http)
-                if current != reported:
-                    reported = current
+                if len(self.held) != held_reported or self._stats_pending():
+                    held_reported = len(self.held)
                     await self._send_stats()
                 few = sum(1 for link in self.links.values() if link.open) < FEW_PEERS
                 if not self.complete.is_set() and few and now - asked >= ASK_PEERS_EVERY:
@@ -741,6 +780,7 @@ class SwarmViewer:
             raise PeerFault(f"piece {index} does not match its CID")
         if index not in self.held:
             self.stats.bytes_from_peers += len(piece)
+            self._count_peer_bytes(link.peer, len(piece), sent=False)
             self._got(index, piece)
 
     # -- serving
@@ -788,6 +828,7 @@ class SwarmViewer:
                     link.scope.cancel()
                     return
                 self.stats.bytes_served += len(data)
+                self._count_peer_bytes(link.peer, len(data), sent=True)
             link.sending, link.sending_scope = None, None
 
 

@@ -42,9 +42,25 @@ most ``MAX_SIGNAL`` bytes)
         ``{type, sdp}`` or an ICE ``{candidate, sdpMid, sdpMLineIndex}``)
         to viewer ``to`` of the same swarm.
         ``{t: "peers"}``: ask for a fresh introduction list (peers left).
-        ``{t: "stats", peer: int, http: int}``: bytes of this clip received so
-        far over data channels and over HTTP (cumulative; the hub adds the
-        increase, bounded by the clip's size per viewer).
+        ``{t: "stats", http: int, got: {id: int}, sent: {id: int}}``: byte
+        counts of this membership (since this ``join``; a viewer that joins
+        again starts from 0, carrying over only HTTP bytes it had not yet
+        reported). ``http``: bytes of the clip received over HTTP. ``got``:
+        bytes of pieces received from each peer (by its hub id), verified
+        and kept; ``sent``: bytes of pieces sent whole to each peer. Every
+        value is cumulative and never goes down; ``got`` and ``sent`` need
+        list only the peers whose count changed since the last ``stats``, at
+        most ``MAX_STATS_PEERS`` each (more wait for the next message). A
+        viewer sends it about every ``STATS_EVERY`` seconds while something
+        changed, and once more when it has every piece. Missing maps are
+        empty; other keys (the total ``peer`` of older viewers) are ignored.
+        What the hub counts (``hub.py`` has the exact rule): peer bytes
+        only as far as both ends of a pair agree, the smaller of the
+        receiver's ``got`` and the sender's ``sent``, at most the clip's
+        size per receiving membership; HTTP bytes as claimed, at most the
+        clip's size per membership. More than ``STATS_BURST`` stats in a
+        burst, or more than ``STATS_PER_SECOND`` a second after it, are
+        dropped.
     hub -> viewer
         ``{t: "welcome", id: id, peers: [{id, have}], ice: [url]}``: answer to
         ``join``: the viewer's own id, at most ``INTRODUCTIONS`` viewers
@@ -69,8 +85,9 @@ msgpack map with a ``t`` key, at most ``MAX_DATA_MESSAGE`` bytes)
 
 Failure handling
     Hub: a malformed, oversized or out-of-order message closes that socket
-    with an ``error``; a swarm or IP over its limit is refused at ``join``;
-    relays past the rate limit are dropped. The server itself never stops
+    with an ``error``, and so does a byte count that goes down; a swarm or
+    address over its limit (viewers at once, joins per minute) is refused at
+    ``join``; relays and stats past their rate limits are dropped. The server itself never stops
     for a viewer's fault.
     Viewers: a piece whose bytes do not hash to its leaf CID, a piece or
     chunk not requested, or a malformed message gets the sender dropped
@@ -102,6 +119,11 @@ MAX_PEER_CONNECTIONS = 12
 MAX_OUTSTANDING = 4
 REQUEST_TIMEOUT = 4.0
 DATA_CHANNEL_LABEL = "pieces"
+STATS_EVERY = 1.0  # seconds between a viewer's stats while its counts change
+STATS_PER_SECOND = 2.0  # the hub's rate limit on one viewer's stats
+STATS_BURST = 10.0
+MAX_STATS_PEERS = 64  # entries of ``got`` and of ``sent`` in one stats message
+MAX_VIEWER_ID = 64  # characters of a peer id in stats (the hub's ids are 16)
 
 
 class ProtocolError(ValueError):
@@ -188,8 +210,9 @@ class AskPeers:
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    peer: int
     http: int
+    got: dict[str, int]  # peer id -> bytes received from it
+    sent: dict[str, int]  # peer id -> bytes sent to it
 
 
 SignalFromViewer = Join | Have | Relay | AskPeers | Stats
@@ -212,12 +235,26 @@ def decode_signal(data: bytes) -> SignalFromViewer:
     if kind == "peers":
         return AskPeers()
     if kind == "stats":
-        peer: int = _field(message, "peer", int)
         http: int = _field(message, "http", int)
-        if peer < 0 or http < 0:
+        if http < 0:
             raise ProtocolError("byte counts are not negative")
-        return Stats(peer, http)
+        return Stats(http, _byte_counts(message, "got"), _byte_counts(message, "sent"))
     raise ProtocolError(f"unknown signaling message {kind!r}")
+
+
+def _byte_counts(message: dict[str, Any], name: str) -> dict[str, int]:
+    """A stats map of peer id -> bytes (missing: empty), checked."""
+    if name not in message:
+        return {}
+    counts: dict[Any, Any] = _field(message, name, dict)
+    if len(counts) > MAX_STATS_PEERS:
+        raise ProtocolError(f"{name!r} lists {len(counts)} peers, at most {MAX_STATS_PEERS}")
+    for peer, count in counts.items():
+        if not isinstance(peer, str) or not 0 < len(peer) <= MAX_VIEWER_ID:
+            raise ProtocolError(f"{name!r} keys are peer ids")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ProtocolError(f"{name!r} values are byte counts")
+    return counts
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 // RTCPeerConnection per peer, speaking the data-channel protocol specified in
 // node/swarm/viewer_protocol.py. Which piece to ask whom is the Picker's
 // business; checking a piece is the caller's (`acceptPiece`).
+// Byte counts go to the hub in the same "stats" message the Python viewer
+// sends: per membership, HTTP bytes, and per peer id the bytes of new
+// verified pieces got from it and of whole pieces sent to it.
 
 import { packMessage, unpackMessage } from "./codec.js";
 
@@ -13,6 +16,8 @@ const LOW_WATER = 256 * 1024;
 const CONNECT_TIMEOUT = 10000;
 const MORE_PEERS_EVERY = 5000;
 const WANTED_CONNECTIONS = 4;
+const STATS_EVERY = 1000; // ms
+const MAX_STATS_PEERS = 64; // entries of `got` and of `sent` in one stats message
 
 export function bitfield(have) {
   const out = new Uint8Array(Math.ceil(have.length / 8));
@@ -32,9 +37,10 @@ function indicesIn(field, count) {
 class ProtocolError extends Error {}
 
 export class ViewerSwarm {
-  // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null, acceptPiece(i, bytes) -> Promise<bool>,
-  //         changed(), welcomed()}: acceptPiece verifies and keeps a piece; changed() is told when peers
-  //         come or go, welcomed() when the hub has said who else watches.
+  // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null,
+  //         acceptPiece(i, bytes, peer) -> Promise<"kept"|"duplicate"|"bad">, changed(), welcomed()}:
+  //         acceptPiece verifies and keeps a piece ("duplicate": verified, but already held); changed() is
+  //         told when peers come or go, welcomed() when the hub has said who else watches.
   constructor(gateway, cid, count, hooks) {
     this.url = gateway.replace(/^http/, "ws") + `/api/v1/swarm/${cid}`;
     this.count = count;
@@ -47,8 +53,13 @@ export class ViewerSwarm {
     this.socket = null;
     this.lastMorePeers = 0;
     this.closed = false;
-    this.counts = { peer: 0, http: 0 };
-    this.reported = { peer: -1, http: -1 };
+    // What this membership reports to the hub: HTTP bytes (the page adds them, addHttp), and per peer
+    // id the bytes got from it and sent to it, with the peers whose count changed since the last report.
+    this.http = 0;
+    this.reportedHttp = 0;
+    this.got = new Map();
+    this.sent = new Map();
+    this.unreported = { got: new Set(), sent: new Set() };
     this.haveDirty = false;
     this.timer = null;
     this.connecting = false;
@@ -70,12 +81,13 @@ export class ViewerSwarm {
     socket.onclose = () => {
       this.socket = null;
     };
-    this.timer = setInterval(() => this._tick(), 1000);
+    this.timer = setInterval(() => this._tick(), STATS_EVERY);
   }
 
   close() {
     this.closed = true;
     clearInterval(this.timer);
+    this._reportStats(); // the last counts, before the socket goes
     for (const id of [...this.connections.keys()]) this._close(id);
     if (this.socket) this.socket.close();
   }
@@ -90,6 +102,16 @@ export class ViewerSwarm {
   announce(index) {
     for (const c of this.connections.values()) if (c.open) this._send(c, { t: "have", i: index });
     this.haveDirty = true;
+  }
+
+  // HTTP bytes of the clip for this membership to report.
+  addHttp(bytes) {
+    this.http += bytes;
+  }
+
+  _countPeer(kind, id, bytes) {
+    this[kind].set(id, (this[kind].get(id) || 0) + bytes);
+    this.unreported[kind].add(id);
   }
 
   request(peerId, index) {
@@ -112,14 +134,30 @@ export class ViewerSwarm {
   // ------------------------------------------------------------ signaling
 
   _signal(message) {
-    if (this.socket && this.socket.readyState === WebSocket.OPEN) this.socket.send(packMessage(message));
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return false;
+    this.socket.send(packMessage(message));
+    return true;
+  }
+
+  // Stats, once the hub has let us in and something changed; peers past MAX_STATS_PEERS wait for the next.
+  _reportStats() {
+    if (!this.myId || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    if (this.http === this.reportedHttp && !this.unreported.got.size && !this.unreported.sent.size) return;
+    const take = (kind) => {
+      const out = {};
+      for (const id of [...this.unreported[kind]].slice(0, MAX_STATS_PEERS)) {
+        out[id] = this[kind].get(id);
+        this.unreported[kind].delete(id);
+      }
+      return out;
+    };
+    if (this._signal({ t: "stats", http: this.http, got: take("got"), sent: take("sent") })) {
+      this.reportedHttp = this.http;
+    }
   }
 
   _tick() {
-    if (this.reported.peer !== this.counts.peer || this.reported.http !== this.counts.http) {
-      this._signal({ t: "stats", peer: this.counts.peer, http: this.counts.http });
-      this.reported = { ...this.counts };
-    }
+    this._reportStats();
     if (this.haveDirty) {
       this._signal({ t: "have", have: bitfield(this.picker.have) });
       this.haveDirty = false;
@@ -359,8 +397,9 @@ export class ViewerSwarm {
     piece.got += data.length;
     if (piece.got < piece.bytes.length) return;
     c.incoming.delete(index);
-    this.hooks.acceptPiece(index, piece.bytes, c.id).then((ok) => {
-      if (!ok) this.drop(c.id, `piece ${index} does not match its CID`);
+    this.hooks.acceptPiece(index, piece.bytes, c.id).then((verdict) => {
+      if (verdict === "bad") this.drop(c.id, `piece ${index} does not match its CID`);
+      else if (verdict === "kept") this._countPeer("got", c.id, piece.bytes.length);
     });
   }
 
@@ -381,7 +420,10 @@ export class ViewerSwarm {
       const end = Math.min(s.offset + CHUNK, s.bytes.length);
       this._send(c, { t: "piece", i: s.index, o: s.offset, d: s.bytes.subarray(s.offset, end) });
       s.offset = end;
-      if (s.offset >= s.bytes.length) c.sending = null;
+      if (s.offset >= s.bytes.length) {
+        this._countPeer("sent", c.id, s.bytes.length);
+        c.sending = null;
+      }
     }
   }
 }

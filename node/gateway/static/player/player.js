@@ -30,6 +30,7 @@ export class Clip {
     this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0, firstFrameAt: null, firstPeerByteAt: null,
                    lastPeerByteAt: null }; // prettier-ignore
     this.swarm = null;
+    this.httpReported = 0; // HTTP bytes earlier swarm memberships reported: a new one reports the rest
     this.closed = false;
     this.holdHttpUntil = 0;
     this.abort = new AbortController();
@@ -86,6 +87,7 @@ export class Clip {
     this.p2p = on;
     if (!on && this.swarm) {
       this.swarm.close();
+      this.httpReported += this.swarm.reportedHttp;
       this.swarm = null;
     } else if (on && this.picker) {
       this._share();
@@ -114,7 +116,7 @@ export class Clip {
         this._plan();
       },
     });
-    this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
+    this.swarm.addHttp(this.stats.bytesFromHttp - this.httpReported);
     this.swarm.start();
   }
 
@@ -196,17 +198,21 @@ export class Clip {
     }
   }
 
+  // "bad", "kept", or "duplicate" (verified, but already here): what the swarm counts as got from the peer.
   async _fromPeer(index, block) {
     const piece = this.pieces[index];
     if (!(await blockMatches(piece.cid, block))) {
       this.stats.badPieces++;
       this.picker.failed(index);
       this._plan();
-      return false;
+      return "bad";
     }
-    if (!this.blocks.has(index)) this._keep(index, block, "peer");
-    else this.picker.failed(index);
-    return true;
+    if (this.blocks.has(index)) {
+      this.picker.failed(index);
+      return "duplicate";
+    }
+    this._keep(index, block, "peer");
+    return "kept";
   }
 
   _keep(index, block, source) {
@@ -219,7 +225,7 @@ export class Clip {
       this.stats.lastPeerByteAt = performance.now();
     } else this.stats.bytesFromHttp += block.length;
     if (this.swarm) {
-      this.swarm.counts = { peer: this.stats.bytesFromPeers, http: this.stats.bytesFromHttp };
+      if (source === "http") this.swarm.addHttp(block.length);
       this.swarm.announce(index);
     }
     for (const resolve of this.waiters.get(index) || []) resolve(block);
