@@ -18,6 +18,9 @@ each variant sent are printed under the tables.
    fresh data directory (started and given a bucket before the clock starts);
    reference: ``medianode add`` of the same file into a fresh data directory, the
    whole command timed (as benchmarks/storage.py does). Target: PUT >= 0.7 of add.
+   Also a presigned PUT URL (private object) uploaded by ``curl -T`` with no
+   ``Expect``: the server's own speed, with a client that hashes nothing (over
+   plain HTTP boto3 hashes the whole body before sending a byte).
 2. multipart upload of the same file with ``upload_file`` and
    ``TransferConfig(multipart_chunksize=8 MiB, max_concurrency=4)``, each into a
    fresh serve as well; reference: the single PUT. Target: >= 1.0.
@@ -85,6 +88,7 @@ from swarm import cpu_seconds, machine_cpu_seconds
 from benchlib import REPO, MiB, make_file, medianode, warm
 
 GNU_TIME = "/usr/bin/time"
+CURL = shutil.which("curl") or "curl"
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
 PROFILE_RATE = 100
 BUCKET = "bench"
@@ -226,13 +230,28 @@ class Bench:
         peak = int(rss_file.read_text().split()[-1]) * 1024 if wrapped else -1
         return seconds, str(json.loads(proc.stdout)["cid"]), peak
 
-    def upload(self, serve: Serve, client: Any, src: Path, multipart: bool, spy_name: str | None = None) -> Upload:
-        """One PutObject (or multipart upload) of ``src`` as the public object, timed; checked by its CID."""
+    def upload(
+        self,
+        serve: Serve,
+        client: Any,
+        src: Path,
+        multipart: bool,
+        spy_name: str | None = None,
+        presigned: bool = False,
+    ) -> Upload:
+        """One PutObject (or multipart upload) of ``src`` as the public object, timed; checked by its CID.
+        ``presigned``: ``curl -T`` to a presigned PUT URL instead (private), the client hashing nothing."""
         spies = self.spies(serve, spy_name) if spy_name else []
         os.sync()
         before = (cpu_seconds(serve.proc.pid), time.process_time(), machine_cpu_seconds())
         start = time.perf_counter()
-        if multipart:
+        if presigned:
+            url = client.generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": KEY}, ExpiresIn=900)
+            put = subprocess.run([CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Expect:", "-T", str(src),
+                                  url], capture_output=True, text=True, timeout=UPLOAD_TIMEOUT)  # fmt: skip
+            if put.stdout != "200":
+                raise SystemExit(f"presigned PUT: curl {put.returncode} HTTP {put.stdout}: {put.stderr}")
+        elif multipart:
             from boto3.s3.transfer import TransferConfig
 
             config = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=CONCURRENCY)
@@ -278,6 +297,13 @@ class Bench:
                         raise SystemExit(f"{what}: x-ipfs-roots {result.cid}, but add gave {cid}")
                     seconds[what].append(result.seconds)
                     self.runs.append(f"run {run}, {what}: {result.line(size)}")
+            what = "PutObject, presigned, curl -T"
+            with self.serving("put") as (serve, client):
+                result = self.upload(serve, client("when_required"), src, False, presigned=True)
+            if result.cid != cid:
+                raise SystemExit(f"{what}: x-ipfs-roots {result.cid}, but add gave {cid}")
+            seconds[what].append(result.seconds)
+            self.runs.append(f"run {run}, {what}: {result.line(size)}")
         if self.args.profile:
             for multipart in (False, True):
                 for label, checksums in VARIANTS.items():
@@ -374,6 +400,8 @@ class Bench:
             row("PutObject, default checksums, MB/s", "PutObject, default checksums",
                 "medianode add, fresh data dir", "add", ">= 0.7"),
             row("PutObject, when_required, MB/s", "PutObject, when_required",
+                "medianode add, fresh data dir", "add", ">= 0.7"),
+            row("PutObject, presigned URL, curl -T (no client hashing), MB/s", "PutObject, presigned, curl -T",
                 "medianode add, fresh data dir", "add", ">= 0.7"),
             f"| (for scale) medianode add, MB/s | | | {mbs('add'):,.0f} | | | {spread('add')} |",
             row(f"{multipart}, default checksums, MB/s", "multipart, default checksums",
