@@ -9,8 +9,9 @@ Worker and cache, as separate people do).
 1. share of bytes from peers: ``--viewers`` pages open ``/watch/{cid}`` of a
    ``--seconds`` s clip at ``--kbps`` (default 10 s, 16 Mbit/s: 20 MB), one
    every ``--gap`` s, and play it to the end. Share = bytes the viewers got
-   over data channels / all bytes they got (the hub's counts, which the
-   viewers report). Ceiling (N-1)/N; target >= 80%.
+   over data channels / all bytes they got (the hub's counts: peer bytes as
+   far as sender and receiver both reported them, HTTP bytes as the viewers
+   reported them). Ceiling (N-1)/N; target >= 80%.
 2. time to first frame (navigation start to the first frame presented,
    ``requestVideoFrameCallback``), P2P on against ``?p2p=0``, ``--ttff-runs``
    each, alternating, one fresh viewer at a time, with and without one other
@@ -125,7 +126,7 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
         if page.errors:
             failures.append(f"page errors: {page.errors}")
     took = time.monotonic() - started
-    time.sleep(1.5)  # the last byte counts reach the hub once a second
+    time.sleep(2.5)  # both ends' last byte counts reach the hub once a second
     after = swarm_stats(url, cid)
     peers = after["bytes_from_peers"] - before["bytes_from_peers"]
     http = after["bytes_from_http"] - before["bytes_from_http"]
