@@ -18,11 +18,12 @@ import trio
 
 from .config import NodeConfig, url_host
 from .gateway.admin import remove_api_file, write_api_file
-from .gateway.app import GatewaySettings, build_app
+from .gateway.app import build_app
 from .gateway.connections import ConnectionLimits, GuardedConfig
 from .gateway.connections import serve as serve_http
 from .gateway.hub import ViewerHub
 from .gateway.metrics import Metrics
+from .gateway.settings import GatewaySettings
 from .gateway.signaling import SignalingEndpoint
 from .gateway.tokens import TokenStore
 from .storage.store import BlockStore

@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..storage.cid import CID, CIDError
-from .app import HTTPProblem, problem_response
+from ..storage.cid import CID
+from .http import HTTPProblem, parse_cid, problem_response
 
 API_FILE = "api.json"
 
@@ -88,10 +88,7 @@ def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:
         return JSONResponse({"peer_id": info.peer_id.to_base58(), "connected": True})
 
     def cid_param(request: Request) -> CID:
-        try:
-            return CID.parse(request.path_params["cid"])
-        except CIDError as exc:
-            raise HTTPProblem(400, f"invalid CID: {exc}") from None
+        return parse_cid(request.path_params["cid"])
 
     def routing_cid(request: Request) -> CID:
         """The CID of an authorised routing request, when the DHT runs."""

@@ -57,13 +57,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..storage.cid import CID, CIDError
+from ..storage.cid import CID
 from ..storage.errors import BlockNotFound, NoSpace, QuotaExceeded, StoreError
 from ..storage.importer import ChunkFeeder
 from ..storage.store import BlockStore
-from .app import GatewaySettings, HTTPProblem, problem_response
 from .attachment import AttachmentCache, MediaFacts, attachment_object
+from .http import HTTPProblem, filename_param, parse_cid, problem_response
 from .metrics import Metrics
+from .settings import GatewaySettings
 from .tokens import TokenInfo, TokenStore
 
 log = logging.getLogger("medianode.gateway")
@@ -356,8 +357,6 @@ class WriteAPI:
             outcome = await self.import_chunks(form.file_chunks(request.stream()), token, None, pin)
             name = form.filename
         else:
-            from .app import filename_param
-
             name = _clean_name(filename_param(request))
             outcome = await self.import_chunks(request.stream(), token, name, pin)
         body = await self.result(outcome, name, pin)
@@ -590,13 +589,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def parse_cid(text: str) -> CID:
-    try:
-        return CID.parse(text)
-    except CIDError as exc:
-        raise HTTPProblem(400, f"invalid CID {text[:80]!r}: {exc}") from None
 
 
 class MultipartFile:

@@ -19,15 +19,16 @@ from typing import Any
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..storage.cid import CID, CIDError
+from ..storage.cid import CID
 from ..storage.errors import StoreError
 from ..storage.layout import NotAFileError
 from ..storage.store import BlockStore
 from ..storage.unixfs import UnixFSError
+from .http import HTTPProblem, parse_cid, problem_response
 from .mediatype import SNIFF_BYTES, is_media, sniff
 
 STATIC = Path(__file__).parent / "static"
@@ -73,9 +74,9 @@ def watch_routes(store: BlockStore) -> list[BaseRoute]:
 
     async def watch_page(request: Request) -> Response:
         try:
-            CID.parse(request.path_params["cid"])
-        except CIDError as exc:
-            return PlainTextResponse(f"malformed CID: {exc}\n", status_code=400)
+            parse_cid(request.path_params["cid"])
+        except HTTPProblem as problem:
+            return problem_response(problem)
         return FileResponse(STATIC / "watch.html", headers=NO_CACHE)
 
     async def feed_page(request: Request) -> Response:
