@@ -29,6 +29,7 @@ from typing import IO, BinaryIO, Protocol, cast
 
 import zstandard
 
+from ..errors import InvalidRequest
 from .cid import CID, MAX_IDENTITY_DIGEST, CIDError, encode_varint
 
 __all__ = [
@@ -66,7 +67,7 @@ _CARV2_HINT = (
 )
 
 
-class CarError(ValueError):
+class CarError(InvalidRequest, ValueError):
     """A CAR stream is malformed, truncated, over a size limit or corrupt."""
 
 

@@ -14,6 +14,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+from ..errors import InvalidRequest
+
 RAW = 0x55
 DAG_PB = 0x70
 SHA2_256 = 0x12
@@ -25,7 +27,7 @@ CODEC_NAMES = {RAW: "raw", DAG_PB: "dag-pb"}
 MAX_IDENTITY_DIGEST = 128
 
 
-class CIDError(ValueError):
+class CIDError(InvalidRequest, ValueError):
     """A string or byte sequence is not a CID this node understands."""
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import InvalidRequest
 from .cid import CID, DAG_PB, CIDError
 from .protobuf import ProtobufError, bytes_field, read_fields, varint_field
 
 
-class DagPBError(ValueError):
-    """Bytes that are not a valid dag-pb node."""
+class DagPBError(InvalidRequest, ValueError):
+    """Bytes that are not a valid dag-pb node: the DAG is wrong, not the request (422, as ``UnixFSError``)."""
+
+    status = 422
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..errors import NotFound
 from . import hamt
 from .cid import CID, DAG_PB
 from .dagpb import DagPBError
@@ -22,7 +23,7 @@ from .unixfs import NodeType, UnixFSError, decode_unixfs
 GetBlock = Callable[[CID], bytes]
 
 
-class PathError(LookupError):
+class PathError(NotFound, LookupError):
     """A path that does not lead anywhere: a name missing from a directory, or a file on the way."""
 
 

@@ -17,6 +17,7 @@ import stat
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
+from ..errors import InvalidRequest
 from .cid import CID, RAW
 from .hamt import build_shard
 from .unixfs import Child, directory_node, file_node, symlink_node
@@ -31,7 +32,7 @@ DIRECTORY_SHARD_THRESHOLD = 262144
 Progress = Callable[[int], None]
 
 
-class UnsupportedInputError(ValueError):
+class UnsupportedInputError(InvalidRequest, ValueError):
     """Input that cannot be imported (bad chunk size, unsupported file type, ...)."""
 
 

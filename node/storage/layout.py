@@ -20,6 +20,7 @@ import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import InvalidRequest
 from .cid import CID, DAG_PB, RAW
 from .unixfs import NodeType, UnixFSError, decode_unixfs
 
@@ -31,7 +32,7 @@ MAX_FILE_DEPTH = 64
 MAX_FILE_BLOCKS = 2**22
 
 
-class NotAFileError(ValueError):
+class NotAFileError(InvalidRequest, ValueError):
     """The CID names a directory, symlink or other non-file node."""
 
 

@@ -7,11 +7,14 @@ buffer and reports malformed input as ``ProtobufError``.
 
 from __future__ import annotations
 
+from ..errors import InvalidRequest
 from .cid import encode_varint
 
 
-class ProtobufError(ValueError):
-    """Bytes that are not a well-formed protobuf message."""
+class ProtobufError(InvalidRequest, ValueError):
+    """Bytes that are not a well-formed protobuf message (a block's, like ``DagPBError``: 422)."""
+
+    status = 422
 
 
 def key(number: int, wire_type: int) -> bytes:

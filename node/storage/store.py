@@ -29,7 +29,7 @@ import zstandard
 from . import directories, index
 from .cid import CID, DAG_PB
 from .dagpb import DagPBError, links_of
-from .errors import BlockNotFound, CorruptBlock, NoSpace, QuotaExceeded, StoreError
+from .errors import BlockNotFound, CorruptBlock, NoSpace, PinRefused, QuotaExceeded, StoreError
 from .layout import FileLayout, FileNode, Leaf, LeafSlice, Location, PackRun, leaves_in_range, plan_reads, walk_file
 from .packs import PackDirectory, PackWriter
 from .unixfs import Child, NodeType, UnixFSError, decode_unixfs
@@ -794,7 +794,7 @@ class BlockStore:
         key = bytes(cid.to_v1())
         blocks, missing, _ = self.dag_counts(cid)
         if missing:
-            raise StoreError(f"cannot hold {cid}: {missing} of its {blocks} blocks are not in the store")
+            raise PinRefused(f"cannot hold {cid}: {missing} of its {blocks} blocks are not in the store")
         old = db.execute("SELECT cid FROM holds WHERE holder = ?", (holder,)).fetchone()
         db.execute(
             "INSERT INTO holds(holder, cid, public, created) VALUES (?, ?, ?, ?) ON CONFLICT(holder) "
@@ -903,7 +903,7 @@ class BlockStore:
             raise BlockNotFound(cid)
         blocks, missing, _ = self.dag_counts(cid)
         if missing:
-            raise StoreError(f"cannot pin {cid}: {missing} of its {blocks} blocks are not in the store")
+            raise PinRefused(f"cannot pin {cid}: {missing} of its {blocks} blocks are not in the store")
         db.execute("INSERT OR IGNORE INTO pins(cid, name, created) VALUES (?, ?, ?)", (key, name, time.time()))
         self._refresh_withheld(db, {key})
         self._check_pinned_quota(f"pinning {cid}")
@@ -911,7 +911,7 @@ class BlockStore:
     def pin_rm(self, cid: CID) -> None:
         with self._transaction():
             if not self.db.execute("DELETE FROM pins WHERE cid = ?", (bytes(cid.to_v1()),)).rowcount:
-                raise StoreError(f"{cid} is not pinned")
+                raise PinRefused(f"{cid} is not pinned")
             self._refresh_withheld(self.db, {bytes(cid.to_v1())})
 
     def usage(self) -> int:

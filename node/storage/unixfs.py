@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from ..errors import InvalidRequest
 from .cid import CID, decode_varint, encode_varint
 from .dagpb import PBLink, PBNode, decode_node, encode_node
 from .protobuf import read_fields
 
 
-class UnixFSError(ValueError):
-    """A dag-pb node whose UnixFS data is missing or malformed."""
+class UnixFSError(InvalidRequest, ValueError):
+    """A dag-pb node whose UnixFS data is missing or malformed: the DAG itself is wrong, not the request (422)."""
+
+    status = 422
 
 
 class NodeType(IntEnum):
