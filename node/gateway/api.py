@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -65,6 +66,7 @@ from .attachment import AttachmentCache, MediaFacts, attachment_object
 from .http import HTTPProblem, filename_param, parse_cid, problem_response
 from .metrics import Metrics
 from .settings import GatewaySettings
+from .stages import Stages, feed_in_batches
 from .tokens import TokenInfo, TokenStore
 
 log = logging.getLogger("medianode.gateway")
@@ -296,18 +298,14 @@ class WriteAPI:
         body may be at most ``prepaid`` bytes and nothing is charged: that charge stands for this file."""
         limit = self.room_for(token) if prepaid is None else prepaid
         with self.store.batch() as batch:
-            feeder = ChunkFeeder(batch, self.settings.chunk_size)
-            pending = bytearray()
-            async for chunk in chunks:
-                if feeder.size + len(pending) + len(chunk) > limit:
-                    raise self.too_large(token, feeder.size + len(pending) + len(chunk))
-                pending += chunk
-                if len(pending) >= FEED_BATCH:
-                    await anyio.to_thread.run_sync(feeder.feed, bytes(pending))
-                    pending.clear()
-            if pending:
-                await anyio.to_thread.run_sync(feeder.feed, bytes(pending))
-            root, sha256 = await anyio.to_thread.run_sync(feeder.finish)
+            # The leaves (hashed and written) and the file's SHA-256 each on a thread of their own.
+            feeder = ChunkFeeder(batch, self.settings.chunk_size, content_hash=None)
+            digest = hashlib.sha256()
+            async with Stages([feeder.feed, digest.update]) as stages:
+                await feed_in_batches(chunks, stages, FEED_BATCH, limit, lambda size: self.too_large(token, size))
+                await stages.finish()
+            root, _ = await anyio.to_thread.run_sync(feeder.finish)
+            sha256 = digest.digest()
             if prepaid is None and not self.tokens.charge(token.name, feeder.size):
                 raise self.too_large(token, feeder.size, over_allowance=True)
             try:

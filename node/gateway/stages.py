@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 
 import trio
@@ -110,3 +110,25 @@ class Stages:
             for consumer in self._consumers:
                 await consumer.done.wait()
         return None
+
+
+async def feed_in_batches(
+    chunks: AsyncIterator[bytes], stages: Stages, batch: int, limit: int, too_big: Callable[[int], Exception]
+) -> int:
+    """Hand ``chunks`` (a body as it arrives) to ``stages`` joined into batches of about ``batch`` bytes,
+    refusing with ``too_big(size so far)`` once more than ``limit`` bytes came; return the size."""
+    received = 0
+    pending: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit:
+            raise too_big(received)
+        pending.append(chunk)
+        held += len(chunk)
+        if held >= batch:
+            await stages.put(pending[0] if len(pending) == 1 else b"".join(pending))
+            pending, held = [], 0
+    if pending:
+        await stages.put(b"".join(pending))
+    return received

@@ -31,7 +31,7 @@ from ...storage.errors import NoSpace, QuotaExceeded
 from ...storage.importer import BalancedFileBuilder, ChunkFeeder
 from ...storage.store import BlockStore, ImportBatch
 from ...storage.unixfs import Child
-from ..stages import Stages
+from ..stages import Stages, feed_in_batches
 from .catalog import Catalog, Part, Upload, object_holder, part_holder
 from .checksums import BodyChecks
 from .errors import S3Error
@@ -93,21 +93,8 @@ class ObjectWriter:
             consumers: list[Callable[[bytes], None]] = [feeder.feed, md5.update]
             if checks.running:
                 consumers.append(checks.update)
-            received = 0
-            async with Stages(consumers, depth=2) as stages:
-                pending: list[bytes] = []
-                held = 0
-                async for chunk in chunks:
-                    received += len(chunk)
-                    if received > limit:
-                        raise _too_big(received, room)
-                    pending.append(chunk)
-                    held += len(chunk)
-                    if held >= FEED_BATCH:
-                        await stages.put(pending[0] if len(pending) == 1 else b"".join(pending))
-                        pending, held = [], 0
-                if pending:
-                    await stages.put(b"".join(pending))
+            async with Stages(consumers) as stages:
+                await feed_in_batches(chunks, stages, FEED_BATCH, limit, lambda size: _too_big(size, room))
                 await stages.finish()
             root, _ = await anyio.to_thread.run_sync(feeder.finish)
             checksums = checks.finish(trailers() if trailers is not None else None)
