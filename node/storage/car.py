@@ -31,6 +31,7 @@ import zstandard
 
 from ..errors import InvalidRequest
 from .cid import CID, MAX_IDENTITY_DIGEST, CIDError, encode_varint
+from .files import fsync_dir
 
 __all__ = [
     "DEFAULT_MAX_BLOCK_SIZE",
@@ -355,7 +356,8 @@ class CarWriter:
                 os.fsync(self._file.fileno())
                 self._file.close()
                 os.replace(self._tmp_path, self.path)
-                _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+                with suppress(OSError):  # best effort: some file systems cannot open or fsync a directory
+                    fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except BaseException:
             self.abort()
             raise
@@ -387,19 +389,6 @@ class CarWriter:
         else:
             self.abort()
 
-
-def _fsync_dir(path: str) -> None:
-    """Make a rename in ``path`` durable; best effort where directories can't be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from .files import fsync_dir, write_all
+
 TMP_PREFIX = "tmp-"
 SUFFIX = ".pack"
 
@@ -39,14 +41,6 @@ _sync_file_range = getattr(_libc, "sync_file_range", None)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
     _sync_file_range.restype = ctypes.c_int
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PackWriter:
@@ -64,10 +58,7 @@ class PackWriter:
     def append(self, data: bytes | memoryview) -> int:
         """Write ``data`` at the end of the pack; return the offset it starts at."""
         offset = self.size
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        write_all(self._fd, data)
         self.size += len(data)
         return offset
 
