@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from node.swarm.bitswap_wire import MAX_MESSAGE_SIZE, FrameReader, Presence, WantType, decode_message
+from node.swarm.bitswap.wire import MAX_MESSAGE_SIZE, FrameReader, Presence, WantType, decode_message
 
 CORPUS = Path(__file__).resolve().parent / "vectors" / "bitswap"
 INDEX: dict[str, Any] = json.loads((CORPUS / "index.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.storage.cid import CID, DAG_PB, RAW
-from node.swarm.bitswap_wire import (
+from node.swarm.bitswap.wire import (
     BitswapMessage,
     BitswapWireError,
     FrameReader,

@@ -24,7 +24,7 @@ from node.storage.dagpb import DagPBError
 from node.storage.hamt import decode_shard
 from node.storage.layout import FileNode, NotAFileError
 from node.storage.unixfs import UnixFSError
-from node.swarm.bitswap_wire import BitswapWireError, FrameReader, decode_message
+from node.swarm.bitswap.wire import BitswapWireError, FrameReader, decode_message
 
 QUICK = settings(max_examples=300, deadline=None)
 OVER_HTTP = settings(

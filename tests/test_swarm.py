@@ -84,7 +84,8 @@ class _Nodes:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
 
-    async def start(self, stack: object, name: str, exchange_class: type | None = None) -> tuple[object, object]:
+    async def start(self, stack: object, name: str, **part_classes: type) -> tuple[object, object]:
+        """A host and its exchange; ``part_classes`` (``server_class=`` …) make one part misbehave."""
         from contextlib import AsyncExitStack
 
         from node.swarm.bitswap import BlockExchange
@@ -94,13 +95,13 @@ class _Nodes:
         store = BlockStore(self.tmp_path / name)
         host = make_host(load_identity(self.tmp_path / name), [LOOPBACK])
         await stack.enter_async_context(host.run(listen_addrs=[LOOPBACK]))
-        return host, (exchange_class or BlockExchange)(host, store)
+        return host, BlockExchange(host, store, **part_classes)
 
 
-def _corrupting_exchange() -> type:
-    from node.swarm.bitswap import BlockExchange
+def _corrupting_server() -> type:
+    from node.swarm.bitswap.server import BlockServer
 
-    class Corrupting(BlockExchange):
+    class Corrupting(BlockServer):
         """Serves every block with one byte flipped."""
 
         def _block_or_none(self, cid: CID) -> bytes | None:
@@ -110,13 +111,13 @@ def _corrupting_exchange() -> type:
     return Corrupting
 
 
-def _silent_exchange() -> type:
-    from node.swarm.bitswap import BlockExchange
+def _silent_server() -> type:
+    from node.swarm.bitswap.server import BlockServer
 
-    class Silent(BlockExchange):
+    class Silent(BlockServer):
         """Accepts wants and never answers them."""
 
-        async def _serve(self, peer: object, queue: object) -> None:  # type: ignore[override]
+        async def _serve(self, peer: object) -> None:  # type: ignore[override]
             return None
 
     return Silent
@@ -137,7 +138,7 @@ def test_corrupt_provider_is_dropped_and_the_honest_one_delivers(tmp_path: Path)
 
     async def main() -> tuple[BlockStore, CID, str, bool]:
         async with AsyncExitStack() as stack:
-            liar_host, liar = await nodes.start(stack, "liar", _corrupting_exchange())
+            liar_host, liar = await nodes.start(stack, "liar", server_class=_corrupting_server())
             honest_host, honest = await nodes.start(stack, "honest")
             me_host, me = await nodes.start(stack, "me")
             cid = add(liar.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
@@ -173,7 +174,7 @@ def test_silent_provider_times_out_and_another_delivers(tmp_path: Path) -> None:
 
     async def main() -> tuple[BlockStore, CID, float, bool]:
         async with AsyncExitStack() as stack:
-            silent_host, silent = await nodes.start(stack, "silent", _silent_exchange())
+            silent_host, silent = await nodes.start(stack, "silent", server_class=_silent_server())
             good_host, good = await nodes.start(stack, "good")
             me_host, me = await nodes.start(stack, "me")
             cid = add(silent.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
@@ -386,8 +387,9 @@ def test_a_peer_cannot_open_unbounded_bitswap_streams(tmp_path: Path) -> None:
     from libp2p.custom_types import TProtocol
     from libp2p.peer.peerinfo import PeerInfo
 
-    from node.swarm.bitswap import MAX_INBOUND_STREAMS, BlockExchange
-    from node.swarm.bitswap_wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
+    from node.swarm.bitswap import BlockExchange
+    from node.swarm.bitswap.ledger import MAX_INBOUND_STREAMS
+    from node.swarm.bitswap.wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
     from node.swarm.host import load_identity, make_host
 
     store = BlockStore(tmp_path / "a")
@@ -494,8 +496,9 @@ def test_a_peer_flooding_wants_is_held_to_its_queue_cap_while_others_are_served(
 
     from node.storage.cid import RAW
     from node.storage.dagpb import decode_node
-    from node.swarm.bitswap import MAX_QUEUED_WANTS, REPLY_BUDGET
-    from node.swarm.bitswap_wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
+    from node.swarm.bitswap.ledger import MAX_QUEUED_WANTS
+    from node.swarm.bitswap.server import REPLY_BUDGET
+    from node.swarm.bitswap.wire import PROTOCOL_ID, BitswapMessage, WantEntry, encode_message, frame
 
     data = gen(8 * MiB, b"flooded")
     other = gen(4 * MiB, b"served meanwhile")
@@ -518,7 +521,7 @@ def test_a_peer_flooding_wants_is_held_to_its_queue_cap_while_others_are_served(
 
             async def watch() -> None:
                 while True:
-                    entries, reply_bytes = a.serve_backlog(b_id)  # type: ignore[attr-defined]
+                    entries, reply_bytes = a.ledger.serve_backlog(b_id)  # type: ignore[attr-defined]
                     peak[0], peak[1] = max(peak[0], entries), max(peak[1], reply_bytes)
                     await trio.sleep(0.002)
 
@@ -537,9 +540,9 @@ def test_a_peer_flooding_wants_is_held_to_its_queue_cap_while_others_are_served(
                     started = trio.current_time()
                     await c.fetch_dag(wanted_by_c, [a_id])  # type: ignore[attr-defined]
                     took = trio.current_time() - started
-                    during = a.serve_backlog(b_id)  # type: ignore[attr-defined]
+                    during = a.ledger.serve_backlog(b_id)  # type: ignore[attr-defined]
                     await b_host.disconnect(a_id)  # type: ignore[attr-defined]
-                    while a.serve_backlog(b_id) != (0, 0):  # type: ignore[attr-defined]
+                    while a.ledger.serve_backlog(b_id) != (0, 0):  # type: ignore[attr-defined]
                         await trio.sleep(0.05)
                     nursery.cancel_scope.cancel()
             assert b"".join(c.store.read_range(wanted_by_c)) == other  # type: ignore[attr-defined]
@@ -560,17 +563,18 @@ def test_fast_providers_cannot_make_a_slow_disk_buffer_more_than_asked(tmp_path:
 
     from libp2p.peer.peerinfo import PeerInfo
 
-    from node.swarm.bitswap import BlockExchange
+    from node.swarm.bitswap.client import BlockClient
 
     data = gen(16 * MiB, b"slow disk")
     window = 6
     nodes = _Nodes(tmp_path)
     peak: dict[object, int] = {}
 
-    class SlowDisk(BlockExchange):
-        async def _on_block(self, peer: object, cid: CID, data: bytes) -> None:  # type: ignore[override]
-            await super()._on_block(peer, cid, data)  # type: ignore[arg-type]
-            peak[peer] = max(peak.get(peer, 0), self.unstored_bytes.get(peer, 0))  # type: ignore[call-overload]
+    class SlowDisk(BlockClient):
+        def on_block(self, peer: object, cid: CID, data: bytes) -> bool:  # type: ignore[override]
+            asked = super().on_block(peer, cid, data)  # type: ignore[arg-type]
+            peak[peer] = max(peak.get(peer, 0), self.ledger.unstored_bytes.get(peer, 0))  # type: ignore[call-overload]
+            return asked
 
         def _store_arrivals(self, batch, arrivals, expand):  # type: ignore[no-untyped-def]
             time.sleep(0.02 * len(arrivals))
@@ -583,12 +587,12 @@ def test_fast_providers_cannot_make_a_slow_disk_buffer_more_than_asked(tmp_path:
                 host, provider = await nodes.start(stack, name)
                 cid = add(provider.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
                 hosts.append(host)
-            me_host, me = await nodes.start(stack, "me", SlowDisk)
+            me_host, me = await nodes.start(stack, "me", client_class=SlowDisk)
             with trio.fail_after(30):
                 for host in hosts:
                     await me_host.connect(PeerInfo(host.get_id(), host.get_addrs()))  # type: ignore[attr-defined]
                 await me.fetch_dag(cid, [h.get_id() for h in hosts], window=window)  # type: ignore[attr-defined]
-            assert me.unstored_bytes == {}  # type: ignore[attr-defined]
+            assert me.ledger.unstored_bytes == {}  # type: ignore[attr-defined]
             return me.store, cid  # type: ignore[attr-defined]
 
     store, cid = trio.run(main)
@@ -644,11 +648,11 @@ def test_a_seek_into_cidv0_content_fetches_its_path_and_the_read_ahead_only(tmp_
             assert b.stop() == 0
 
 
-def _odd_exchange() -> type:
-    from node.swarm.bitswap import BlockExchange
-    from node.swarm.bitswap_wire import BitswapMessage, Presence, frame
+def _odd_network() -> type:
+    from node.swarm.bitswap.network import BitswapNetwork
+    from node.swarm.bitswap.wire import BitswapMessage, Presence, frame
 
-    class Odd(BlockExchange):
+    class Odd(BitswapNetwork):
         """An honest provider that also sends what real peers send and we cannot use: identity
         blocks, presences for CIDs nobody asked about, and parts we cannot parse the meaning of."""
 
@@ -686,7 +690,7 @@ def test_odd_but_honest_messages_never_get_a_peer_dropped(tmp_path: Path) -> Non
 
     async def main() -> tuple[BlockStore, CID, bool, bool]:
         async with AsyncExitStack() as stack:
-            odd_host, odd = await nodes.start(stack, "odd", _odd_exchange())
+            odd_host, odd = await nodes.start(stack, "odd", network_class=_odd_network())
             me_host, me = await nodes.start(stack, "me")
             cid = add(odd.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
             odd_id = odd_host.get_id()  # type: ignore[attr-defined]
@@ -709,20 +713,20 @@ def test_a_banned_bootstrap_peer_comes_back_when_its_ban_ends(tmp_path: Path, mo
     import pytest
     from libp2p.peer.peerinfo import PeerInfo
 
-    import node.swarm.bitswap as bitswap_module
+    import node.swarm.bitswap.ledger as ledger_module
     import node.swarm.node as node_module
     from node.swarm.bitswap import FetchError
     from node.swarm.node import open_swarm
 
     assert isinstance(monkeypatch, pytest.MonkeyPatch)
-    monkeypatch.setattr(bitswap_module, "BAN_SECONDS", 2.0)
+    monkeypatch.setattr(ledger_module, "BAN_SECONDS", 2.0)
     monkeypatch.setattr(node_module, "RECONNECT_EVERY", 0.2)
     data = gen(MiB, b"comes-back")
     nodes = _Nodes(tmp_path)
 
     async def main() -> tuple[bool, bool, float]:
         async with AsyncExitStack() as stack:
-            liar_host, liar = await nodes.start(stack, "liar", _corrupting_exchange())
+            liar_host, liar = await nodes.start(stack, "liar", server_class=_corrupting_server())
             cid = add(liar.store, tmp_path, data, "clip")  # type: ignore[attr-defined]
             liar_id = liar_host.get_id()  # type: ignore[attr-defined]
             info = PeerInfo(liar_id, liar_host.get_addrs())  # type: ignore[attr-defined]
@@ -736,7 +740,8 @@ def test_a_banned_bootstrap_peer_comes_back_when_its_ban_ends(tmp_path: Path, mo
                     await swarm.fetch_dag(cid)
                 banned = swarm.exchange.is_banned(liar_id)
                 gone = liar_id not in swarm.host.get_connected_peers()
-                ban_ends = swarm.exchange._banned[liar_id]
+                ban_ends = swarm.exchange.ledger.ban_ends(liar_id)
+                assert ban_ends is not None
                 while liar_id not in swarm.peers():
                     await trio.sleep(0.05)
                 return banned, gone, trio.current_time() - ban_ends

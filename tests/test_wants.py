@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from node.storage.cid import CID, RAW
-from node.swarm.wants import Verdict, WantScheduler
+from node.swarm.bitswap.wants import Verdict, WantScheduler
 
 
 def cids(n: int, tag: bytes = b"") -> list[CID]:
@@ -72,7 +72,7 @@ def test_a_peer_that_says_have_is_preferred() -> None:
 
 
 def test_timeouts_strike_the_slow_peer_and_reassign() -> None:
-    s = WantScheduler(window=8, timeout=5.0, max_strikes=2)
+    s = WantScheduler(window=8, timeout=5.0, max_timeouts=2)
     want = cids(4)
     s.want(want)
     s.peer_connected("slow")
@@ -85,18 +85,18 @@ def test_timeouts_strike_the_slow_peer_and_reassign() -> None:
     assert s.on_block("slow", want[0], 5.1) is Verdict.WANTED
     assert s.take_cancels() == {"fast": [want[0]]}
     assert s.on_block("slow", cids(1, b"junk")[0], 5.1) is Verdict.UNWANTED
-    assert s.take_drops() == []  # unwanted is the exchange's to count, not a strike here
+    assert s.take_drops() == []  # unwanted is the ledger's to count, not a timeout here
 
 
 def test_corrupt_or_unasked_blocks_are_reported_unwanted() -> None:
     """A corrupt block hashes to a CID nobody asked for: UNWANTED, and the wanted blocks stay wanted."""
-    s = WantScheduler(max_strikes=3)
+    s = WantScheduler(max_timeouts=3)
     s.peer_connected("liar")
     s.want(cids(3))
     s.next_requests(0)
     for junk in cids(3, b"junk"):
         assert s.on_block("liar", junk, 0.1) is Verdict.UNWANTED
-    assert s.take_drops() == []  # the exchange counts these (tests/test_swarm.py: the liar is dropped)
+    assert s.take_drops() == []  # the ledger counts these (tests/test_swarm.py: the liar is dropped)
     assert s.missing == set(cids(3))
 
 

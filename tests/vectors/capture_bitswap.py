@@ -65,7 +65,7 @@ from node.storage.cid import CID, DAG_PB, RAW, sha256_multihash  # noqa: E402
 from node.storage.dagpb import PBNode, decode_node, encode_node  # noqa: E402
 from node.storage.importer import import_stream  # noqa: E402
 from node.storage.unixfs import NodeType, UnixFSData  # noqa: E402
-from node.swarm.bitswap_wire import BitswapMessage, Presence, WantEntry, WantType, encode_frame  # noqa: E402
+from node.swarm.bitswap.wire import BitswapMessage, Presence, WantEntry, WantType, encode_frame  # noqa: E402
 from node.swarm.host import load_identity, make_host, parse_peer_addr  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "bitswap"

@@ -1,6 +1,6 @@
 """Which block to ask which peer for, and what to do when they answer or do not: no I/O, no clock.
 
-The block exchange feeds this scheduler what happens (a peer connected, a
+The block exchange's client feeds this scheduler what happens (a peer connected, a
 block or a presence arrived, a peer went away) and asks it what to send
 next, passing the current time in. That keeps every decision testable
 without sockets, the way h11 keeps HTTP.
@@ -15,11 +15,12 @@ Policy:
 - A peer that said DONT_HAVE for a block is not asked for it again; one that
   said HAVE is preferred.
 - A want-block unanswered after ``timeout`` goes back to the queue (to a
-  different peer when there is one) and costs the slow peer a strike.
+  different peer when there is one) and counts as one of the slow peer's timeouts.
 - A block nobody asked for (or one whose bytes hash to a CID we did not ask
-  that peer for, i.e. corrupt) is reported UNWANTED; counting those against
-  the peer is the exchange's job, since only it sees every fetch. Here a
-  peer's strikes are its timeouts: ``max_strikes`` and it is to be dropped.
+  that peer for, i.e. corrupt) is reported UNWANTED; striking the peer for
+  it is the ledger's job (``ledger.PeerLedger``), since only the exchange sees
+  every fetch. Here a peer's timeouts are counted: ``max_timeouts`` and it is
+  no longer asked within this fetch (slow is not proof: it is not banned).
 - Endgame: when nothing is left to assign but blocks are still in flight, idle
   peers are asked for them too once they have waited twice as long as blocks
   typically take to arrive (at once before any has arrived); the first copy
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
-from ..storage.cid import CID
+from ...storage.cid import CID
 
 Peer = TypeVar("Peer", bound=Hashable)
 
@@ -45,7 +46,7 @@ Peer = TypeVar("Peer", bound=Hashable)
 class Verdict(Enum):
     WANTED = "wanted"  # first copy of a block we want: store it
     DUPLICATE = "duplicate"  # wanted, but another peer was faster: ignore it
-    UNWANTED = "unwanted"  # nobody asked this peer for it: ignore it, the peer got a strike
+    UNWANTED = "unwanted"  # nobody asked this peer for it: ignore it (the ledger strikes the peer)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class _PeerState:
     unstored: set[CID] = field(default_factory=set)  # arrived from this peer, not stored yet
     has: set[CID] = field(default_factory=set)
     lacks: set[CID] = field(default_factory=set)
-    strikes: int = 0
+    timeouts: int = 0
     delivered: int = 0
 
 
@@ -71,10 +72,10 @@ OVERDUE_FACTOR = 2.0
 
 
 class WantScheduler(Generic[Peer]):
-    def __init__(self, window: int = 32, timeout: float = 10.0, max_strikes: int = 3) -> None:
+    def __init__(self, window: int = 32, timeout: float = 10.0, max_timeouts: int = 3) -> None:
         self.window = window
         self.timeout = timeout
-        self.max_strikes = max_strikes
+        self.max_timeouts = max_timeouts
         self._queue: OrderedDict[CID, None] = OrderedDict()  # wanted, not in flight anywhere
         self._wanted: set[CID] = set()  # everything wanted and not yet received
         self._unstored: dict[CID, Peer] = {}  # arrived, not stored yet: whose window it holds
@@ -134,7 +135,7 @@ class WantScheduler(Generic[Peer]):
         if asked_at is not None:
             return Verdict.DUPLICATE
         # Unwanted here; whether that is the peer's fault depends on the other fetches
-        # sharing the connection, so the exchange keeps that count.
+        # sharing the connection, so the ledger keeps that count.
         return Verdict.UNWANTED
 
     # -- what the scheduler tells the exchange -------------------------------------------------
@@ -155,7 +156,7 @@ class WantScheduler(Generic[Peer]):
                 candidates = [p for p in peers if room[p] > 0 and self._may_ask(p, cid)]
                 if not candidates:
                     continue
-                # A peer that said HAVE first, then the one with fewer strikes, then the most room.
+                # A peer that said HAVE first, then the one with fewer timeouts, then the most room.
                 best = max(candidates, key=lambda p: self._preference(p, cid, room))
                 assigned.setdefault(best, []).append(cid)
                 room[best] -= 1
@@ -224,7 +225,7 @@ class WantScheduler(Generic[Peer]):
 
     def _preference(self, peer: Peer, cid: CID, room: dict[Peer, int]) -> tuple[bool, int, int]:
         state = self._peers[peer]
-        return cid in state.has, -state.strikes, room[peer]
+        return cid in state.has, -state.timeouts, room[peer]
 
     def _free(self, peer: Peer) -> int:
         state = self._peers[peer]
@@ -235,7 +236,7 @@ class WantScheduler(Generic[Peer]):
         return cid not in state.lacks and cid not in state.in_flight
 
     def _ranked_peers(self) -> list[Peer]:
-        return sorted(self._peers, key=lambda p: (self._peers[p].strikes, -self._peers[p].delivered))
+        return sorted(self._peers, key=lambda p: (self._peers[p].timeouts, -self._peers[p].delivered))
 
     def _endgame(self, peers: list[Peer], assigned: dict[Peer, list[CID]], now: float) -> None:
         overdue_after = self._overdue_after()
@@ -275,7 +276,7 @@ class WantScheduler(Generic[Peer]):
                 continue
             for cid in overdue:
                 del state.in_flight[cid]
-            self._strike(peer)
+            self._time_out(peer)
             self._requeue(overdue)
 
     def _requeue(self, cids: dict[CID, float]) -> None:
@@ -285,10 +286,10 @@ class WantScheduler(Generic[Peer]):
                 self._queue[cid] = None
                 self._queue.move_to_end(cid, last=False)
 
-    def _strike(self, peer: Peer) -> None:
+    def _time_out(self, peer: Peer) -> None:
         state = self._peers.get(peer)
         if state is None:
             return
-        state.strikes += 1
-        if state.strikes >= self.max_strikes and peer not in self._to_drop:
+        state.timeouts += 1
+        if state.timeouts >= self.max_timeouts and peer not in self._to_drop:
             self._to_drop.append(peer)

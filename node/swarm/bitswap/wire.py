@@ -51,8 +51,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from ..storage.cid import CID, DAG_PB, IDENTITY, MAX_IDENTITY_DIGEST, SHA2_256, decode_varint, encode_varint
-from ..storage.protobuf import ProtobufError, as_int32, bytes_field, key, read_fields, varint_field
+from ...storage.cid import CID, DAG_PB, IDENTITY, MAX_IDENTITY_DIGEST, SHA2_256, decode_varint, encode_varint
+from ...storage.protobuf import ProtobufError, as_int32, bytes_field, key, read_fields, varint_field
 
 PROTOCOL_ID = "/ipfs/bitswap/1.2.0"
 PROTOCOLS = ("/ipfs/bitswap/1.2.0", "/ipfs/bitswap/1.1.0")
