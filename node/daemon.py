@@ -48,7 +48,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     from .swarm.host import parse_peer_addr
     from .swarm.node import open_swarm
     from .swarm.replication import ReplicaBook
-    from .swarm.replicator import Replicator
+    from .swarm.replication.service import Replicator
 
     bootstrap = [parse_peer_addr(a) for a in config.swarm.bootstrap]
     trusted = [parse_peer_addr(a) for a in config.swarm.replication_peers]

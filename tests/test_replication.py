@@ -10,7 +10,7 @@ import pytest
 
 from conftest import Node, Served, free_port, gen
 from node.storage.cid import CID
-from node.swarm.replication import ReplicationError, cid_field, decode_message, encode_request, frame_length
+from node.swarm.replication.protocol import ReplicationError, cid_field, decode_message, encode_request, frame_length
 
 MiB = 1024 * 1024
 

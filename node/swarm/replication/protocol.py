@@ -29,37 +29,29 @@ counts as a failure. Holders pin copies under the name ``replica:OWNER`` and
 only ever release pins of that name, so an owner cannot unpin what the
 holder pinned for itself.
 
-Bookkeeping (``replication.sqlite`` in the data directory) is plain SQLite,
-so ``medianode pin add --replicas N`` and ``pin ls`` work without libp2p;
-the running node acts on it.
+This module is the protocol's messages, with no I/O; ``book`` keeps what
+is wanted and held, ``service`` speaks the protocol on libp2p streams.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from ..smalldb import open_small_db
-from ..storage.cid import CID, decode_varint, encode_varint
+import msgpack
 
-log = logging.getLogger("medianode.swarm")
+from ...errors import InvalidRequest
+from ...storage.cid import CID, decode_varint, encode_varint
 
 PROTOCOL_ID = "/medianode/replicate/1.0.0"
 MAX_MESSAGE = 64 * 1024
 REPLICA_PIN_PREFIX = "replica:"
 
 
-class ReplicationError(ValueError):
-    pass
+class ReplicationError(InvalidRequest, ValueError):
+    """A replication message that is malformed, too large, or asks for something unknown."""
 
 
 def encode_request(message: dict[str, Any]) -> bytes:
-    import msgpack
-
     payload: bytes = msgpack.packb(message, use_bin_type=True)
     if len(payload) > MAX_MESSAGE:
         raise ReplicationError("replication message too large")
@@ -67,8 +59,6 @@ def encode_request(message: dict[str, Any]) -> bytes:
 
 
 def decode_message(payload: bytes) -> dict[str, Any]:
-    import msgpack
-
     try:
         message = msgpack.unpackb(payload, raw=False, max_bin_len=MAX_MESSAGE, max_str_len=MAX_MESSAGE)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
@@ -99,63 +89,3 @@ def cid_field(message: dict[str, Any], key: str = "root") -> CID:
         return CID.from_bytes(value)
     except ValueError as exc:
         raise ReplicationError(f"bad CID in {key}: {exc}") from None
-
-
-@dataclass(frozen=True)
-class Replica:
-    root: CID
-    peer: str
-    state: str  # holding | lost
-    updated: float
-
-
-class ReplicaBook:
-    """What should be replicated how often, and who holds which copy."""
-
-    def __init__(self, path: Path) -> None:
-        self._db = open_small_db(
-            path,
-            "CREATE TABLE IF NOT EXISTS wanted (root BLOB PRIMARY KEY, copies INTEGER NOT NULL);"
-            "CREATE TABLE IF NOT EXISTS replicas (root BLOB NOT NULL, peer TEXT NOT NULL, state TEXT NOT NULL,"
-            " updated REAL NOT NULL, PRIMARY KEY (root, peer));",
-        )
-        self._lock = threading.Lock()
-
-    def close(self) -> None:
-        self._db.close()
-
-    def want(self, root: CID, copies: int) -> None:
-        with self._lock:
-            if copies <= 0:
-                self._db.execute("DELETE FROM wanted WHERE root = ?", (bytes(root.to_v1()),))
-            else:
-                self._db.execute(
-                    "INSERT INTO wanted(root, copies) VALUES (?, ?) ON CONFLICT(root) DO UPDATE SET copies = ?",
-                    (bytes(root.to_v1()), copies, copies),
-                )
-
-    def wanted(self) -> list[tuple[CID, int]]:
-        with self._lock:
-            rows = self._db.execute("SELECT root, copies FROM wanted").fetchall()
-        return [(CID.from_bytes(r), n) for r, n in rows]
-
-    def record(self, root: CID, peer: str, state: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO replicas(root, peer, state, updated) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(root, peer) DO UPDATE SET state = excluded.state, updated = excluded.updated",
-                (bytes(root.to_v1()), peer, state, time.time()),
-            )
-
-    def replicas(self, root: CID | None = None) -> list[Replica]:
-        with self._lock:
-            if root is None:
-                rows = self._db.execute("SELECT root, peer, state, updated FROM replicas").fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT root, peer, state, updated FROM replicas WHERE root = ?", (bytes(root.to_v1()),)
-                ).fetchall()
-        return [Replica(CID.from_bytes(r), p, s, u) for r, p, s, u in rows]
-
-    def holders(self, root: CID) -> list[str]:
-        return [r.peer for r in self.replicas(root) if r.state == "holding"]

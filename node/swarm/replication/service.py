@@ -1,5 +1,6 @@
-"""The I/O side of replication (the protocol is described in ``replication``): answering owners
-as a holder, and reconciling wanted copies as an owner, every ``interval`` seconds."""
+"""The I/O side of replication (the protocol is described in ``protocol``): answering owners
+as a holder, and reconciling wanted copies as an owner, every ``interval`` seconds (``run``, a
+task its caller starts in a nursery it owns: ``serve`` starts it in the swarm's)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,16 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
-from ..storage.cid import CID
-from ..storage.errors import QuotaExceeded, StoreError
-from .bitswap import FetchError
-from .host import peer_of, set_handlers
-from .node import Swarm
-from .replication import (
+from ...storage.cid import CID
+from ...storage.errors import QuotaExceeded, StoreError
+from ..bitswap import FetchError
+from ..host import peer_of, set_handlers
+from ..node import Swarm
+from .book import ReplicaBook
+from .protocol import (
     MAX_MESSAGE,
     PROTOCOL_ID,
     REPLICA_PIN_PREFIX,
-    ReplicaBook,
     ReplicationError,
     cid_field,
     decode_message,
