@@ -75,10 +75,12 @@ def test_a_provider_is_found_through_a_peer_that_knows_it(tmp_path: Path, capfd:
                 rb.dht.provider_store.providers.clear()
                 rc.dht.provider_store.providers.clear()
                 out["c_again"] = await rc.find_providers(cid, timeout=10)
-                rd = ContentRouting(d)
-                rd.add_peer(_info(b))
-                out["d_knew_a"] = bool(rd._known_addrs(a.get_id()))
-                out["two_hops"] = await timed("find_two_hops", rd.find_providers(cid, timeout=10))
+                async with trio.open_nursery() as rd_background:
+                    rd = ContentRouting(d, rd_background)
+                    rd.add_peer(_info(b))
+                    out["d_knew_a"] = bool(rd._known_addrs(a.get_id()))
+                    out["two_hops"] = await timed("find_two_hops", rd.find_providers(cid, timeout=10))
+                    rd_background.cancel_scope.cancel()  # the table additions D's lookup started
                 out["nobody"] = await timed("find_nobody", rc.find_providers(nobody, timeout=5))
                 out["self"] = await ra.find_providers(cid, timeout=5)
 

@@ -1,8 +1,9 @@
 """The swarm as the rest of the node sees it: connected peers, and fetching what the store lacks.
 
-``open_swarm`` owns the host's lifetime and the background tasks (keeping
-bootstrap peers connected, dialling peers found on the LAN over mDNS,
-completing cached files) in its own nursery.
+``open_swarm`` owns the host's lifetime and the nursery of the swarm's
+background tasks (keeping bootstrap peers connected, dialling peers found on
+the LAN over mDNS, completing cached files, what ``start_background`` is
+given); a ``Swarm`` is built with that nursery, so it cannot run without one.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ FIND_TIMEOUT = 10.0
 
 class Swarm:
     def __init__(
-        self, host: IHost, store: BlockStore, bootstrap: list[PeerInfo], routing: ContentRouting | None = None
+        self,
+        host: IHost,
+        store: BlockStore,
+        bootstrap: list[PeerInfo],
+        routing: ContentRouting | None,
+        background: trio.Nursery,
     ) -> None:
         self.host = host
         self.store = store
         self.exchange = BlockExchange(host, store)
         self.bootstrap = bootstrap
         self.routing = routing  # None with --no-dht
-        self._nursery: trio.Nursery | None = None
+        self._background = background  # lives as long as the swarm: cancelled when it stops
         self._caching: set[CID] = set()
 
     @property
@@ -151,16 +157,13 @@ class Swarm:
 
     def start_background(self, task: Callable[[], Awaitable[None]]) -> None:
         """Run ``task`` for as long as the swarm runs (it is cancelled when the swarm stops)."""
-        assert self._nursery is not None
-        self._nursery.start_soon(task)
+        self._background.start_soon(task)
 
     def fetch_in_background(self, root: CID, offset: int = 0, length: int | None = None) -> None:
         """Keep fetching a partly read file in the background: all of it (``length`` None), or
         [offset, offset+length) as read-ahead; one such fetch per root at a time."""
         if root in self._caching:
             return
-        if self._nursery is None:
-            raise RuntimeError("the swarm is not running")
         self._caching.add(root)
 
         async def complete() -> None:
@@ -174,7 +177,7 @@ class Swarm:
             finally:
                 self._caching.discard(root)
 
-        self._nursery.start_soon(complete)
+        self._background.start_soon(complete)
 
 
 @asynccontextmanager
@@ -202,8 +205,7 @@ async def open_swarm(
             _open_mdns(host) if mdns else _no_discovery() as discovered,
             trio.open_nursery() as nursery,
         ):
-            swarm = Swarm(host, store, bootstrap, routing)
-            swarm._nursery = nursery
+            swarm = Swarm(host, store, bootstrap, routing, nursery)
             nursery.start_soon(swarm._keep_bootstrap_connected)
             if discovered is not None:
                 nursery.start_soon(swarm._dial_discovered, discovered)

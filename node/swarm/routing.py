@@ -227,12 +227,14 @@ class _Lookup:
 class ContentRouting:
     """Provider records over the IPFS DHT for one host. Build it with :func:`open_routing`."""
 
-    def __init__(self, host: IHost, announce: list[multiaddr.Multiaddr] | None = None) -> None:
+    def __init__(
+        self, host: IHost, background: trio.Nursery, announce: list[multiaddr.Multiaddr] | None = None
+    ) -> None:
         self.host = host
         self.dht = KadDHT(host, DHTMode.SERVER)
         self._announce = announce
         self._seeds: dict[ID, PeerInfo] = {}
-        self._nursery: trio.Nursery | None = None
+        self._background = background  # routing-table additions learned from lookups run here
         self._sent: deque[float] = deque()
         self._send_lock = trio.Lock()
         self._warned_no_addrs = False
@@ -249,13 +251,12 @@ class ContentRouting:
     # ----- peers -----
 
     def add_peer(self, info: PeerInfo) -> None:
-        """Remember a known peer (bootstrap): permanent addresses, and a place in the routing table."""
+        """Remember a known peer (bootstrap): permanent addresses, looked up first, kept in the
+        routing table (``open_routing`` puts it there before the DHT service starts)."""
         if info.peer_id == self.me:
             return
         self._seeds[info.peer_id] = info
         self.host.get_peerstore().add_addrs(info.peer_id, info.addrs, 0)  # 0: never expires
-        if self._nursery is not None:
-            self._nursery.start_soon(self._table_add, info)
 
     async def _table_add(self, info: PeerInfo, *, known_server: bool = False) -> None:
         try:
@@ -322,10 +323,10 @@ class ContentRouting:
 
     def _learn(self, lookup: _Lookup, peer: ID, reply: Message) -> None:
         lookup.answered.add(peer)
-        if self._nursery is not None and not self.dht.routing_table.peer_in_table(peer):
+        if not self.dht.routing_table.peer_in_table(peer):
             addrs = self._known_addrs(peer)
             if addrs:  # it answered on the DHT protocol: a server, worth a place in the table
-                self._nursery.start_soon(partial(self._table_add, PeerInfo(peer, addrs), known_server=True))
+                self._background.start_soon(partial(self._table_add, PeerInfo(peer, addrs), known_server=True))
         for provider in reply.providerPeers:
             provider_id = _peer_id(provider.id)
             if provider_id is None or provider_id == self.me or provider_id in lookup.providers:
@@ -509,22 +510,22 @@ async def open_routing(
 ) -> AsyncIterator[ContentRouting]:
     """Run the DHT for ``host`` (inside its ``host.run()``), seeded with ``bootstrap``; stop it on exit.
 
-    The DHT service and our background task run in nurseries this context owns. py-libp2p's
-    service looks itself up through the seeds at once, and refreshes every 10 minutes.
+    The DHT service and our background tasks run in nurseries this context owns. The seeds are
+    in the routing table before the service starts: py-libp2p's service looks itself up through
+    them at once, and refreshes every 10 minutes.
     """
-    routing = ContentRouting(host, announce)
-    for info in bootstrap:
-        routing.add_peer(info)
-        await routing._table_add(info)
     try:
-        async with background_trio_service(routing.dht), trio.open_nursery() as nursery:
-            routing._nursery = nursery
-            nursery.start_soon(routing._keep_seeds)
+        async with trio.open_nursery() as background:
+            routing = ContentRouting(host, background, announce)
+            for info in bootstrap:
+                routing.add_peer(info)
+                await routing._table_add(info)
+            background.start_soon(routing._keep_seeds)
             try:
-                yield routing
+                async with background_trio_service(routing.dht):
+                    yield routing
             finally:
-                routing._nursery = None
-                nursery.cancel_scope.cancel()
+                background.cancel_scope.cancel()
     finally:
         with suppress(Exception):
             host.remove_stream_handler(PROTOCOL_ID)
