@@ -32,6 +32,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from ..errors import InvalidRequest, MedianodeError
 from ..logs import adopt_libp2p_logging
 
 adopt_libp2p_logging()
@@ -42,8 +43,12 @@ IDENTITY_FILE = "identity.key"
 Handler = Callable[[INetStream], Awaitable[None]]
 
 
-class SwarmError(Exception):
-    """A peer address or identity problem to report in one line."""
+class SwarmError(InvalidRequest):
+    """A peer address that is not one, to report in one line (the admin API answers 400)."""
+
+
+class IdentityError(MedianodeError):
+    """The node's own identity file is unusable: this node's data, not anyone's request."""
 
 
 def load_identity(data_dir: Path) -> KeyPair:
@@ -61,7 +66,7 @@ def load_identity(data_dir: Path) -> KeyPair:
         os.replace(tmp, path)
     seed = path.read_bytes()
     if len(seed) != 32:
-        raise SwarmError(f"{path} is not a 32-byte Ed25519 seed")
+        raise IdentityError(f"{path} is not a 32-byte Ed25519 seed")
     private = Ed25519PrivateKey.from_bytes(seed)
     return KeyPair(private, private.get_public_key())
 
