@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -177,6 +178,35 @@ def test_cid_not_in_store(seeded: Node) -> None:
     for command in (("cat", absent), ("stat", absent), ("pin", "add", absent), ("ls", absent)):
         seeded.fails(*command, match="not in the store")
     assert seeded.snapshot() == before
+
+
+def test_errors_are_one_line_without_traceback(seeded: Node, tmp_path: Path) -> None:
+    """Tried: cat of a directory, stat of a malformed CID, cat of a CID the store lacks: each fails with exit 1 and
+    one line on stderr, never a traceback."""
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "clip.mp4").write_bytes(gen(1000, b"folder"))
+    directory = seeded.ok("add", "-r", str(tmp_path / "folder"), "--json").json["cid"]
+    absent = "bafkreie43rmrkrsaa3d6wejceoptbb6eplcakj44pjyagbkuf6chzrf7nu"
+    before = seeded.snapshot()
+    for command, match in (
+        (("cat", directory), f"{directory} is a directory, not a file"),
+        (("stat", "bafy!!"), "invalid CID 'bafy!!'"),
+        (("cat", absent), f"{absent} is not in the store"),
+    ):
+        result = seeded.fails(*command, match=match)
+        assert result.code == 1 and "Traceback" not in result.stderr, result
+    assert seeded.snapshot() == before
+
+
+def test_serve_on_a_busy_port(node: Node) -> None:
+    """Tried: serve with its gateway address taken by another listener: one line, exit 1, no exception group."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = node.fails("serve", "--gateway", f"127.0.0.1:{port}", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0",
+                            "--no-mdns", match="address already in use")  # fmt: skip
+    assert result.code == 1 and "Traceback" not in result.stderr, result
 
 
 def _car(node: Node, tmp_path: Path, name: str) -> tuple[str, bytes]:

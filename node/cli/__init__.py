@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
-from ..config import ConfigError, default_data_dir
+from ..config import default_data_dir
 from ..errors import MedianodeError
 from ..gateway.s3.catalog import CatalogError
 from ..gateway.tokens import TokenError
@@ -31,7 +31,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 # The root, and beside it the errors a command reports that do not derive from it yet; each of those leaves this
 # tuple once its layer puts it under the root.
-REPORTED_ERRORS: tuple[type[Exception], ...] = (MedianodeError, ConfigError, TokenError, CatalogError)
+REPORTED_ERRORS: tuple[type[Exception], ...] = (MedianodeError, TokenError, CatalogError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,14 +67,28 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         code = args.func(args, Output(args.json))
-    except REPORTED_ERRORS as exc:
-        print(f"medianode: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"medianode: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
         print("medianode: interrupted; nothing partial was stored", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise  # a bug, not a failure the user can act on: its traceback is what a report of it needs
+        print(f"medianode: error: {line}", file=sys.stderr)
+        return EXIT_FAILED
     return int(code or 0)
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line that reports ``exc`` to its user, or ``None`` when it is no error of the kinds a command
+    reports."""
+    if isinstance(exc, BaseExceptionGroup):
+        # What trio's nurseries raise out of serve: reported when every error in it is of those kinds.
+        lines = [error_line(inner) for inner in exc.exceptions]
+        return None if None in lines else lines[0]
+    if isinstance(exc, REPORTED_ERRORS):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return None
