@@ -17,13 +17,10 @@ def fetch_from_peers(config: NodeConfig, store: BlockStore, root: CID, peers: li
     import trio
 
     from ..swarm.bitswap import FetchError
-    from ..swarm.host import SwarmError, parse_peer_addr
+    from ..swarm.host import parse_peer_addr
     from ..swarm.node import open_swarm
 
-    try:
-        infos = [parse_peer_addr(p) for p in peers]
-    except SwarmError as exc:
-        raise CommandError(str(exc)) from None
+    infos = [parse_peer_addr(p) for p in peers]
 
     async def fetch() -> int | str:
         unreachable = []

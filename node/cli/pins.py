@@ -7,6 +7,7 @@ import argparse
 import sqlite3
 from typing import Any
 
+from ..swarm.replication import ReplicaBook
 from .commands import Commands
 from .content import open_store, parse_cid_path
 from .output import EXIT_FAILED, CommandError, Output
@@ -36,10 +37,6 @@ def add_commands(commands: Commands) -> None:
 
 
 def cmd_pin(args: argparse.Namespace, out: Output) -> None:
-    # Only pin touches the swarm package (its replica book); the other storage commands import nothing of the
-    # network stack, so they start fast.
-    from ..swarm.replication import ReplicaBook
-
     config, store = open_store(args)
     book = ReplicaBook(config.data_dir / "replication.sqlite")
     if args.pin_command == "ls":

@@ -28,7 +28,7 @@ def cmd_watch(args: argparse.Namespace, out: Output) -> None:
     # The event loop and the viewer swarm (aiortc, httpx) load only for watch: they cost every command's start.
     import trio
 
-    from ..swarm.viewer_peer import ViewerError, WatchResult, watch_file
+    from ..swarm.viewers.watch import ViewerError, WatchResult, watch_file
 
     config = load(args.data_dir)
     root, path = parse_cid_path(args.cid)
