@@ -58,12 +58,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..errors import MedianodeError
 from ..storage.cid import CID
-from ..storage.errors import BlockNotFound, NoSpace, QuotaExceeded, StoreError
+from ..storage.errors import NoSpace, QuotaExceeded
 from ..storage.importer import ChunkFeeder
 from ..storage.store import BlockStore
 from .attachment import AttachmentCache, MediaFacts, attachment_object
-from .http import HTTPProblem, filename_param, parse_cid, problem_response
+from .http import HTTPProblem, filename_param, parse_cid, problem_for, problem_response
 from .metrics import Metrics
 from .settings import GatewaySettings
 from .stages import Stages, feed_in_batches
@@ -335,10 +336,8 @@ class WriteAPI:
                 raise
             self.metrics.uploads.labels("no_room").inc()
             return problem_response(HTTPProblem(507, "no space left on the device; nothing was stored"), True)
-        except BlockNotFound as exc:
-            return problem_response(HTTPProblem(404, str(exc)), as_json=True)
-        except StoreError as exc:
-            return problem_response(HTTPProblem(409, str(exc)), as_json=True)
+        except MedianodeError as exc:  # the node's own errors answer with their status hint
+            return problem_response(problem_for(exc), as_json=True)
         return response
 
     # -- POST /api/v1/add ---------------------------------------------------------------------

@@ -26,14 +26,23 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
+from ..errors import MedianodeError
 from ..storage import directories
 from ..storage.car import encode_header, write_block
 from ..storage.cid import CID, DAG_PB, RAW, encode_varint
 from ..storage.dagpb import DagPBError
-from ..storage.errors import BlockNotFound, CorruptBlock, StoreError
+from ..storage.errors import BlockNotFound, CorruptBlock
 from ..storage.store import BlockStore
 from ..storage.unixfs import NodeType, UnixFSError, decode_unixfs
-from .http import HTTPProblem, content_disposition, etag_matches, filename_param, parse_cid, problem_response
+from .http import (
+    HTTPProblem,
+    content_disposition,
+    etag_matches,
+    filename_param,
+    parse_cid,
+    problem_for,
+    problem_response,
+)
 from .mediatype import SNIFF_BYTES, sniff
 from .metrics import Metrics
 from .ranges import RangeError, parse_range
@@ -179,8 +188,8 @@ class Gateway:
                     return problem_response(HTTPProblem(400, f"the identity CID's bytes are not valid UnixFS: {exc}"))
                 # The DAG itself lies (sizes, shards, depth): nothing to retry, say which block.
                 return problem_response(HTTPProblem(422, f"not a valid UnixFS DAG: {exc}"))
-            except StoreError as exc:
-                return problem_response(HTTPProblem(500, str(exc)))
+            except MedianodeError as exc:  # the node's own errors answer with their status hint
+                return problem_response(problem_for(exc))
         return problem_response(HTTPProblem(504, "the swarm kept missing blocks", {"Retry-After": "10"}))
 
     async def _fetch_from_swarm(self, fetch: Any, *args: Any) -> HTTPProblem | None:
