@@ -25,12 +25,8 @@ class MemorySink:
         self.blocks: dict[CID, bytes] = {}
         self.order: list[CID] = []
 
-    def put_leaf(self, cid: CID, data: memoryview) -> None:
+    def put(self, cid: CID, data: bytes) -> None:
         self.blocks[cid] = bytes(data)
-        self.order.append(cid)
-
-    def put_node(self, cid: CID, data: bytes) -> None:
-        self.blocks[cid] = data
         self.order.append(cid)
 
 

@@ -21,8 +21,7 @@ from node.storage.importer import import_stream
 
 
 class Blocks:
-    def put_leaf(self, cid: object, data: bytes) -> None: ...
-    def put_node(self, cid: object, data: bytes) -> None: ...
+    def put(self, cid: object, data: bytes) -> None: ...
 
 
 def expected_cid(data: bytes) -> str:

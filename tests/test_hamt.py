@@ -33,11 +33,8 @@ class MemorySink:
     def __init__(self) -> None:
         self.blocks: dict[CID, bytes] = {}
 
-    def put_leaf(self, cid: CID, data: bytes) -> None:
+    def put(self, cid: CID, data: bytes) -> None:
         self.blocks[cid] = bytes(data)
-
-    def put_node(self, cid: CID, data: bytes) -> None:
-        self.blocks[cid] = data
 
 
 def _generated(case: dict[str, Any]) -> list[tuple[str, int]]:
@@ -252,7 +249,7 @@ def test_build_then_read_round_trips(fanout: int) -> None:
 def test_build_accepts_a_block_sink_and_a_single_entry() -> None:
     sink = MemorySink()
     entries = _entries(1)
-    root = hamt.build_shard(entries, sink)
+    root = hamt.build_shard(entries, sink.put)
     assert list(sink.blocks) == [root.cid]
     shard = hamt.decode_shard(root.cid, sink.blocks[root.cid])
     (link,) = shard.links

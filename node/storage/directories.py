@@ -1,7 +1,9 @@
-"""UnixFS directories as readers see them, flat or HAMT-sharded: listing entries and resolving paths.
+"""UnixFS as readers query it: what a node is (``stat``), what a directory holds (``ls``,
+``iter_links``, flat or HAMT-sharded) and where a path leads (``resolve``).
 
-The one home of "what is inside this directory" for the CLI, the gateway and
-the swarm. Pure logic over a ``get_block`` callable: a missing block raises
+The one home of these queries for the CLI, the gateway and the swarm
+(``BlockStore.stat``, ``ls`` and ``resolve`` call them). Listing and
+resolving are pure logic over a ``get_block`` callable: a missing block raises
 whatever the callable raises (the store's ``BlockNotFound``), so a reader that
 fetches from peers fetches that block and asks again, one level per round.
 Resolving a path also names every block it went through (a sharded
@@ -13,11 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import NotFound
 from . import hamt
-from .cid import CID, DAG_PB
+from .cid import CID, DAG_PB, RAW
 from .dagpb import DagPBError
+from .errors import StoreError
 from .unixfs import NodeType, UnixFSError, decode_unixfs
 
 GetBlock = Callable[[CID], bytes]
@@ -25,6 +29,37 @@ GetBlock = Callable[[CID], bytes]
 
 class PathError(NotFound, LookupError):
     """A path that does not lead anywhere: a name missing from a directory, or a file on the way."""
+
+
+class DagSource(Protocol):
+    """What ``stat`` and ``ls`` ask of a store (``BlockStore`` is one)."""
+
+    def get_block(self, cid: CID) -> bytes: ...
+
+    def has(self, cid: CID) -> bool: ...
+
+    def dag_counts(self, root: CID) -> tuple[int, int, int]: ...
+
+    def is_pinned(self, cid: CID) -> bool: ...
+
+
+@dataclass(frozen=True)
+class DagStat:
+    cid: CID
+    type: str  # file, directory, symlink, raw
+    size: int  # bytes of content (file size) or of the node
+    dag_size: int  # bytes of all local blocks of the DAG as stored (compressed where they are)
+    blocks: int
+    missing: int
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    cid: CID
+    type: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +73,46 @@ class Link:
 class ResolvedPath:
     cids: list[CID]  # the root, then one CID per path segment: the last is the terminal element
     traversed: list[CID]  # every block read on the way, in order, the terminal last
+
+    @property
+    def terminal(self) -> CID:
+        return self.cids[-1]
+
+
+_KINDS = {NodeType.DIRECTORY: "directory", NodeType.SYMLINK: "symlink", NodeType.HAMT_SHARD: "directory"}
+
+
+def stat(source: DagSource, cid: CID) -> DagStat:
+    """What the stored node at ``cid`` is, its size, and how much of its DAG is here."""
+    block = source.get_block(cid)
+    blocks, missing, dag_size = source.dag_counts(cid)
+    kind, size = "raw", len(block)
+    if cid.codec == DAG_PB:
+        try:
+            _, data = decode_unixfs(block)
+        except (UnixFSError, DagPBError) as exc:
+            raise StoreError(f"{cid} is not a UnixFS node: {exc}") from None
+        kind = _KINDS.get(data.type, "file")
+        size = data.file_size() if kind == "file" else len(block)
+    elif cid.codec == RAW:
+        kind = "file"
+    return DagStat(cid, kind, size, dag_size, blocks, missing, source.is_pinned(cid))
+
+
+def ls(source: DagSource, cid: CID) -> list[DirEntry]:
+    """The entries of a directory, flat or HAMT-sharded, with the type and size of those stored."""
+    try:
+        links = list(iter_links(cid, source.get_block))
+    except PathError as exc:
+        raise StoreError(str(exc)) from None
+    entries = []
+    for link in links:
+        kind, size = "unknown", link.tsize
+        if source.has(link.cid):
+            child = stat(source, link.cid)
+            kind, size = child.type, child.size
+        entries.append(DirEntry(link.name, link.cid, kind, size))
+    return entries
 
 
 def directory_kind(cid: CID, block: bytes) -> NodeType | None:

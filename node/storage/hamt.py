@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import TypeAlias
 
 import mmh3
 
@@ -76,13 +76,6 @@ _HEX_DIGITS = frozenset("0123456789ABCDEF")
 
 class HAMTError(UnixFSError):
     """A HAMT shard that is malformed, inconsistent, too deep or loops; the message names its CID."""
-
-
-@runtime_checkable
-class NodeSink(Protocol):
-    """Anything with ``put_node``, such as the importer's ``BlockSink``."""
-
-    def put_node(self, cid: CID, data: bytes) -> None: ...
 
 
 # ---------------------------------------------------------------------------
@@ -156,19 +149,16 @@ def shard_data(bitfield: int, fanout: int = DEFAULT_FANOUT) -> bytes:
 
 def build_shard(
     entries: Mapping[str, Child],
-    sink: NodeSink | Callable[[CID, bytes], None],
+    put: Callable[[CID, bytes], None],
     fanout: int = DEFAULT_FANOUT,
 ) -> Child:
-    """Write every shard node of a HAMT over ``entries`` to ``sink`` (children first); return the root.
-
-    ``sink`` is a ``BlockSink``-like object (its ``put_node`` is used) or a
-    plain ``put(cid, block)`` callable. Raises ``UnixFSError`` for an empty
+    """Write every shard node of a HAMT over ``entries`` with ``put(cid, block)`` (children first, as a
+    ``BlockSink``'s ``put`` takes them); return the root. Raises ``UnixFSError`` for an empty
     entry name (its link would read as a sub-shard) and ``HAMTError`` for two
     names whose hashes cannot be told apart within 64 bits.
     """
     bits = fanout_bits(fanout)
     levels = HASH_BITS // bits
-    put: Callable[[CID, bytes], None] = sink.put_node if isinstance(sink, NodeSink) else sink
     for name in entries:
         if not name:
             raise UnixFSError("a HAMT entry needs a non-empty name")

@@ -29,6 +29,7 @@ MAX_LINKS = 174
 # reached (see hamt.py for the estimate and where the JS importer differs).
 DIRECTORY_SHARD_THRESHOLD = 262144
 
+# Told the bytes just done (read, written, verified); the one progress callback of the storage layer.
 Progress = Callable[[int], None]
 
 
@@ -37,9 +38,9 @@ class UnsupportedInputError(InvalidRequest, ValueError):
 
 
 class BlockSink(Protocol):
-    def put_leaf(self, cid: CID, data: bytes) -> None: ...
+    """Where blocks go (``ImportBatch`` in practice): each under the CID computed from its bytes."""
 
-    def put_node(self, cid: CID, data: bytes) -> None: ...
+    def put(self, cid: CID, data: bytes) -> None: ...
 
 
 def check_chunk_size(chunk_size: int) -> None:
@@ -57,7 +58,7 @@ class BalancedFileBuilder:
 
     def add_leaf(self, data: bytes) -> None:
         cid = CID.for_block(RAW, data)
-        self._sink.put_leaf(cid, data)
+        self._sink.put(cid, data)
         self._push(0, Child(cid, len(data), len(data)))
 
     def add_stored_leaf(self, leaf: Child) -> None:
@@ -75,7 +76,7 @@ class BalancedFileBuilder:
 
     def _flush(self, level: int) -> None:
         block, child = file_node(self._pending[level])
-        self._sink.put_node(child.cid, block)
+        self._sink.put(child.cid, block)
         self._pending[level] = []
         self._push(level + 1, child)
 
@@ -192,7 +193,7 @@ def import_tree(
     info = os.lstat(path)
     if stat.S_ISLNK(info.st_mode):
         block, child = symlink_node(os.readlink(path))
-        sink.put_node(child.cid, block)
+        sink.put(child.cid, block)
         return child
     if stat.S_ISREG(info.st_mode):
         return import_file(path, sink, chunk_size, progress)
@@ -207,7 +208,7 @@ def import_tree(
         entries[entry.name] = child
         estimate += len(entry.name.encode("utf-8")) + len(bytes(child.cid))
     if estimate >= DIRECTORY_SHARD_THRESHOLD:  # kubo v0.22: >= (the JS importer: >)
-        return build_shard(entries, sink)
+        return build_shard(entries, sink.put)
     block, child = directory_node(entries)
-    sink.put_node(child.cid, block)
+    sink.put(child.cid, block)
     return child

@@ -22,6 +22,11 @@ Tables:
 - ``quarantine``: blocks ``verify`` or a hashed read found corrupt.
 - ``meta``: ``generation``, bumped whenever a block moves or disappears, so
   in-memory layouts computed from older rows are dropped.
+
+``Index`` is the open database as the store's parts share it: one lock for
+every query of this process, transactions that turn SQLite's failures into
+store errors, the generation, and the queries of where blocks are and what
+a DAG holds, which writing, reading, pinning and gc all ask.
 """
 
 from __future__ import annotations
@@ -29,8 +34,17 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import threading
+import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from .cid import CID
+from .dagpb import DagPBError, links_of
+from .errors import NoSpace, StoreError
+from .layout import Location
 
 SCHEMA_VERSION = 2
 
@@ -92,6 +106,8 @@ INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', 0);
 """
 
 FLAG_ZSTD = 1
+GENERATION_TTL = 0.5  # seconds a reader trusts its cached idea of where blocks are (another process may move them)
+LOCATIONS_PER_QUERY = 500  # CIDs per IN (...) list: well under SQLite's bound on parameters
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -175,3 +191,142 @@ WITH RECURSIVE dag(cid) AS (
     UNION SELECT links.child FROM links JOIN dag ON links.parent = dag.cid
 )
 """
+
+
+# Where a block is: pack name, offset, stored length, size, flags.
+BlockRow = tuple[str, int, int, int, int]
+
+
+class Index:
+    """The open index, shared by the store's parts under one lock (SQLite connections are not thread-safe)."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = connect(path)
+        self.lock = threading.RLock()
+        self._generation = 0
+        self._generation_read_at = float("-inf")
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` .. ``COMMIT`` under the lock; rolled back on any exception, which
+        reaches the caller as a ``StoreError`` (``NoSpace`` for a full disk) unless it is one already."""
+        with self.lock:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except Exception as exc:
+                raise _db_error(exc) from exc
+            try:
+                yield self.db
+                self.db.execute("COMMIT")
+            except BaseException as exc:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if isinstance(exc, Exception) and not isinstance(exc, StoreError):
+                    raise _db_error(exc) from exc
+                raise
+
+    def generation(self) -> int:
+        """The index generation, re-read at most every GENERATION_TTL seconds (call with the lock held).
+
+        Another process's gc may move blocks in the meantime; a read that then
+        finds its pack gone calls ``forget_generation`` and retries.
+        """
+        now = time.monotonic()
+        if now - self._generation_read_at > GENERATION_TTL:
+            self._generation = int(self.db.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+            self._generation_read_at = now
+        return self._generation
+
+    def bump_generation(self) -> None:
+        """Blocks moved or went away (call inside a transaction): layouts computed before are stale."""
+        self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+        self.forget_generation()
+
+    def forget_generation(self) -> None:
+        """Make the next ``generation`` re-read the index."""
+        self._generation_read_at = float("-inf")
+
+    def pack_names(self) -> set[str]:
+        with self.lock:
+            return {row[0] for row in self.db.execute("SELECT name FROM packs")}
+
+    def usage(self) -> int:
+        """Bytes of pack files on disk."""
+        with self.lock:
+            return int(self.db.execute("SELECT coalesce(sum(size), 0) FROM packs").fetchone()[0])
+
+    def has(self, cid: CID) -> bool:
+        if cid.is_identity:
+            return True
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM blocks WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone() is not None
+
+    def location(self, key: bytes) -> BlockRow | None:
+        with self.lock:
+            row = self.db.execute(
+                "SELECT packs.name, blocks.offset, blocks.length, blocks.size, blocks.flags "
+                "FROM blocks JOIN packs ON packs.id = blocks.pack WHERE blocks.cid = ?",
+                (key,),
+            ).fetchone()
+        return tuple(row) if row else None
+
+    def locations(self, keys: list[bytes]) -> list[Location | None]:
+        """Where each of ``keys`` is stored, in order; None for a block that is not."""
+        found: dict[bytes, Location] = {}
+        with self.lock:
+            for start in range(0, len(keys), LOCATIONS_PER_QUERY):
+                chunk = keys[start : start + LOCATIONS_PER_QUERY]
+                marks = ",".join("?" * len(chunk))
+                for cid, pack, offset, length, size, flags in self.db.execute(
+                    "SELECT blocks.cid, packs.name, blocks.offset, blocks.length, blocks.size, blocks.flags "
+                    f"FROM blocks JOIN packs ON packs.id = blocks.pack WHERE blocks.cid IN ({marks})",
+                    chunk,
+                ):
+                    found[cid] = Location(pack, offset, length, bool(flags & FLAG_ZSTD), size)
+        return [found.get(k) for k in keys]
+
+    def dag_counts(self, root: CID) -> tuple[int, int, int]:
+        """(blocks in the DAG, of which missing locally, stored bytes) as far as local nodes tell."""
+        if root.is_identity:  # its block is the CID itself; what it links to may be stored
+            counts = [self.dag_counts(child) for child in _identity_links(root)]
+            return 1 + sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
+        with self.lock:
+            row = self.db.execute(
+                DAG_OF + "SELECT count(*), sum(blocks.cid IS NULL), coalesce(sum(blocks.length), 0) "
+                "FROM dag LEFT JOIN blocks ON blocks.cid = dag.cid",
+                (bytes(root.to_v1()),),
+            ).fetchone()
+        return int(row[0]), int(row[1] or 0), int(row[2])
+
+    def missing_in_dag(self, root: CID) -> list[CID]:
+        """Blocks of the DAG under ``root`` that are not stored, as far as the stored nodes tell
+        (the children of a missing node are unknown until it arrives). Identity CIDs are never
+        missing: their bytes are in the CID."""
+        if root.is_identity:
+            return [cid for child in _identity_links(root) for cid in self.missing_in_dag(child)]
+        if not self.has(root):
+            return [root]
+        with self.lock:
+            rows = self.db.execute(
+                DAG_OF + "SELECT dag.cid FROM dag LEFT JOIN blocks ON blocks.cid = dag.cid WHERE blocks.cid IS NULL",
+                (bytes(root.to_v1()),),
+            ).fetchall()
+        return [CID.from_bytes(row[0]) for row in rows]
+
+
+def _identity_links(cid: CID) -> list[CID]:
+    """What an identity CID's inlined dag-pb node links to (nothing for other codecs or bad bytes)."""
+    try:
+        return links_of(cid, cid.identity_data())
+    except DagPBError:
+        return []
+
+
+def _db_error(exc: BaseException) -> StoreError:
+    text = str(exc)
+    if "full" in text:
+        return NoSpace("no space left on the device for the index; nothing was changed")
+    return StoreError(f"index error: {text}")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .car import CarWriter, open_car
 from .cid import CID
 from .dagpb import DagPBError, links_of
 from .errors import CorruptBlock, InvalidInput
+from .importer import Progress
 from .store import BlockStore
-
-Progress = Callable[[int], None]
 
 
 @dataclass(frozen=True)

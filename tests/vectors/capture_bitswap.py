@@ -608,10 +608,7 @@ class DictSink:
     def __init__(self) -> None:
         self.blocks: dict[CID, bytes] = {}
 
-    def put_leaf(self, cid: CID, data: bytes) -> None:
-        self.blocks[cid] = data
-
-    def put_node(self, cid: CID, data: bytes) -> None:
+    def put(self, cid: CID, data: bytes) -> None:
         self.blocks[cid] = data
 
 

@@ -1,0 +1,284 @@
+"""Reading from the store: blocks, where a file's leaves are (cached), and byte ranges of files.
+
+A range of a stored file is read from the packs directly: the leaves under
+it are planned (``layout.plan_reads``) into runs of contiguous pack bytes,
+each one ``pread`` or ``sendfile``. A hot file's whole layout is cached
+until blocks move (the index's generation); a cold one's range reads only
+the nodes over that range, and at most READ_WINDOW bytes are planned at a
+time, so memory stays bounded however large a file claims to be.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import zstandard
+
+from .cid import CID, DAG_PB
+from .codec import BlockCodec
+from .dagpb import DagPBError
+from .errors import BlockNotFound, CorruptBlock, StoreError
+from .files import write_all
+from .importer import Progress
+from .index import Index
+from .layout import FileLayout, FileNode, Leaf, LeafSlice, Location, PackRun, leaves_in_range, plan_reads, walk_file
+from .packs import PackDirectory
+from .unixfs import UnixFSError, decode_unixfs
+
+LAYOUT_CACHE_LEAVES = 262144
+NODE_CACHE = 4096  # decoded internal file nodes kept (a CID's content never changes): ~1,300 1 GiB files
+READ_WINDOW = 64 * 1024 * 1024  # bytes of a file planned at a time: memory stays bounded however large it claims to be
+READ_PIECE = 4 * 1024 * 1024  # bytes per pread of a run
+SENDFILE_MAX = 1 << 26  # bytes per sendfile call
+
+Quarantine = Callable[[CID, bytes, str], None]
+Layout = tuple[FileLayout, list[Location | None]]
+
+
+class BlockReader:
+    """Reads verified blocks and file ranges; caches layouts and internal nodes under the index's lock."""
+
+    def __init__(
+        self, index: Index, packs: PackDirectory, codec: BlockCodec, hash_on_read: bool, quarantine: Quarantine
+    ) -> None:
+        self._index = index
+        self._packs = packs
+        self._codec = codec
+        self._hash_on_read = hash_on_read
+        self._quarantine = quarantine
+        self._layouts: OrderedDict[bytes, tuple[int, FileLayout, list[Location | None]]] = OrderedDict()
+        self._layout_leaves = 0
+        self._nodes: OrderedDict[CID, FileNode] = OrderedDict()
+
+    def get_block(self, cid: CID) -> bytes:
+        if cid.is_identity:
+            return cid.identity_data()
+        where = self._index.location(bytes(cid.to_v1()))
+        if where is None:
+            raise BlockNotFound(cid)
+        pack, offset, length, size, flags = where
+        stored = self._packs.pread(pack, offset, length)
+        try:
+            data = self._codec.decode(stored, size, flags)
+        except (ValueError, zstandard.ZstdError) as exc:
+            self._quarantine(cid, stored, f"cannot decompress: {exc}")
+            raise CorruptBlock(cid, "it does not decompress") from None
+        if self._hash_on_read and not cid.verifies(data):
+            self._quarantine(cid, data, "hash mismatch on read")
+            raise CorruptBlock(cid)
+        return data
+
+    # -- layouts --------------------------------------------------------------------------
+
+    def layout(self, root: CID) -> Layout:
+        """The leaves of a file and where each is stored, cached until blocks move."""
+        key = bytes(root.to_v1())
+        with self._index.lock:
+            generation = self._index.generation()
+            cached = self._layouts.get(key)
+            if cached is not None and cached[0] == generation:
+                self._layouts.move_to_end(key)
+                return cached[1], cached[2]
+        try:
+            file_layout = walk_file(root, self.get_block)
+        except UnixFSError as exc:
+            raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
+        locations = self._index.locations([bytes(leaf.cid.to_v1()) for leaf in file_layout.leaves])
+        try:
+            _refuse_lying_leaves(file_layout.leaves, locations)
+        except UnixFSError as exc:
+            raise StoreError(f"{root} is not a valid UnixFS file: {exc}") from None
+        with self._index.lock:
+            self._forget_layout(key)
+            self._layouts[key] = (generation, file_layout, locations)
+            self._layout_leaves += len(file_layout.leaves)
+            while self._layout_leaves > LAYOUT_CACHE_LEAVES and len(self._layouts) > 1:
+                _, (_, old, _) = self._layouts.popitem(last=False)
+                self._layout_leaves -= len(old.leaves)
+        return file_layout, locations
+
+    def _forget_layout(self, key: bytes) -> None:
+        cached = self._layouts.pop(key, None)
+        if cached is not None:
+            self._layout_leaves -= len(cached[1].leaves)
+
+    def file_size(self, root: CID) -> int:
+        """Bytes of the file at ``root``, from the root block alone."""
+        node = self._file_node(root)
+        return node.size if isinstance(node, FileNode) else node
+
+    def _file_node(self, cid: CID) -> FileNode | int:
+        """A dag-pb file node decoded (internal ones cached), or a raw block's size."""
+        if cid.codec != DAG_PB:
+            if cid.is_identity:
+                return len(cid.identity_data())
+            where = self._index.location(bytes(cid.to_v1()))
+            if where is None:
+                raise BlockNotFound(cid)
+            return where[3]
+        with self._index.lock:
+            cached = self._nodes.get(cid)
+            if cached is not None:
+                self._nodes.move_to_end(cid)
+                return cached
+        try:
+            node = FileNode.decode(cid, self.get_block(cid))
+        except DagPBError as exc:
+            raise UnixFSError(f"{cid}: not valid dag-pb ({exc})") from None
+        if node.children:  # leaves are read once per range anyway; their bytes are not worth keeping
+            with self._index.lock:
+                self._nodes[cid] = node
+                while len(self._nodes) > NODE_CACHE:
+                    self._nodes.popitem(last=False)
+        return node
+
+    def range_layout(self, root: CID, offset: int, length: int) -> Layout:
+        """The leaves under [offset, offset+length) of the file at ``root`` and where each is stored,
+        reading only the nodes over that range. A raw leaf whose stored size is not what its parent
+        says is refused: a DAG that lies gets no bytes of another block."""
+        size, leaves = leaves_in_range(root, offset, length, self._file_node)
+        locations = self._index.locations([bytes(leaf.cid.to_v1()) for leaf in leaves])
+        _refuse_lying_leaves(leaves, locations)
+        if leaves:
+            size = leaves[-1].offset + leaves[-1].size
+        return FileLayout(size, leaves), locations
+
+    def _planned(self, root: CID, offset: int, length: int) -> Layout:
+        """The whole-file layout when it is cached (hot files: no node is read), else the range's."""
+        with self._index.lock:
+            cached = self._layouts.get(bytes(root.to_v1()))
+            if cached is not None and cached[0] == self._index.generation():
+                return cached[1], cached[2]
+        return self.range_layout(root, offset, length)
+
+    # -- byte ranges ----------------------------------------------------------------------
+
+    def read_range(
+        self, root: CID, offset: int = 0, length: int | None = None, piece_size: int = READ_PIECE
+    ) -> Iterator[bytes]:
+        """Yield the bytes of [offset, offset+length) of the file at ``root``, touching only its leaves.
+
+        If a pack vanished under a cached layout (another process compacted it), the layout is
+        refreshed and the read goes on from where it was.
+        """
+        if length is None:
+            length = self.file_size(root) - offset
+        done = 0
+        retried = False
+        while True:
+            try:
+                for piece in self._read_range_once(root, offset + done, length - done, piece_size):
+                    done += len(piece)
+                    yield piece
+                return
+            except FileNotFoundError:
+                if retried:
+                    raise
+                retried = True
+                with self._index.lock:
+                    self._index.forget_generation()
+                    self._forget_layout(bytes(root.to_v1()))
+
+    def _read_range_once(self, root: CID, offset: int, length: int, piece_size: int) -> Iterator[bytes]:
+        for start, size in _windows(offset, length):
+            file_layout, locations = self._planned(root, start, size)
+            for step in plan_reads(file_layout, start, size, locations):
+                if isinstance(step, PackRun) and not self._hash_on_read:
+                    yield from self._read_run(step, piece_size)
+                elif isinstance(step, PackRun):
+                    yield from self._read_verified_run(file_layout, step, start, size, locations)
+                else:
+                    yield self._leaf_bytes(step)
+
+    def copy_to_fd(self, root: CID, out_fd: int, progress: Progress | None = None) -> int:
+        """Write the whole file at ``root`` to ``out_fd``, with ``sendfile`` for runs read from packs."""
+        written = 0
+        for start, size in _windows(0, self.file_size(root)):
+            file_layout, locations = self.range_layout(root, start, size)
+            for step in plan_reads(file_layout, start, size, locations):
+                if isinstance(step, PackRun) and not self._hash_on_read:
+                    written += self._sendfile_run(step, out_fd, progress)
+                    continue
+                pieces = (
+                    self._read_verified_run(file_layout, step, start, size, locations)
+                    if isinstance(step, PackRun)
+                    else iter([self._leaf_bytes(step)])
+                )
+                for piece in pieces:
+                    write_all(out_fd, piece)
+                    written += len(piece)
+                    if progress:
+                        progress(len(piece))
+        return written
+
+    def _read_run(self, run: PackRun, chunk: int = READ_PIECE) -> Iterator[bytes]:
+        done = 0
+        while done < run.length:
+            n = min(chunk, run.length - done)
+            yield self._packs.pread(run.pack, run.offset + done, n)
+            done += n
+
+    def _read_verified_run(
+        self, file_layout: FileLayout, run: PackRun, offset: int, length: int, locations: list[Location | None]
+    ) -> Iterator[bytes]:
+        # With hash-on-read every leaf is read whole and hashed; then the wanted slice is cut.
+        for index_, start, stop in file_layout.leaves_under(offset, length):
+            where = locations[index_]
+            if where is None or where.pack != run.pack:
+                continue
+            if not (run.offset <= where.offset + start < run.offset + run.length):
+                continue
+            leaf = file_layout.leaves[index_]
+            yield self.get_block(leaf.cid)[start:stop]
+
+    def _leaf_bytes(self, step: LeafSlice) -> bytes:
+        if step.leaf.inline is not None:
+            return step.leaf.inline[step.start : step.end]
+        block = self.get_block(step.leaf.cid)
+        if step.leaf.embedded:
+            _, data = decode_unixfs(block)
+            block = data.data or b""
+        if len(block) < step.end:
+            raise CorruptBlock(step.leaf.cid, "shorter than its parent says")
+        return block[step.start : step.end]
+
+    def _sendfile_run(self, run: PackRun, out_fd: int, progress: Progress | None) -> int:
+        in_fd = self._packs.fd(run.pack)
+        done = 0
+        try:
+            while done < run.length:
+                sent = os.sendfile(out_fd, in_fd, run.offset + done, min(run.length - done, SENDFILE_MAX))
+                if sent == 0:
+                    raise OSError(errno.EIO, f"pack {run.pack} is shorter than the index says")
+                done += sent
+                if progress:
+                    progress(sent)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS) or done:
+                raise
+            for piece in self._read_run(run):
+                write_all(out_fd, piece)
+                done += len(piece)
+                if progress:
+                    progress(len(piece))
+        return done
+
+
+def _refuse_lying_leaves(leaves: list[Leaf], locations: list[Location | None]) -> None:
+    """A raw leaf is read straight from its pack by the size its parent gave: a parent that lies would
+    hand out bytes of the blocks after it, so a stored size that differs is a ``UnixFSError``."""
+    for leaf, where in zip(leaves, locations, strict=True):
+        if where is not None and not leaf.embedded and where.size != leaf.size:
+            raise UnixFSError(f"{leaf.cid}: holds {where.size} bytes, its parent says {leaf.size}")
+
+
+def _windows(offset: int, length: int) -> Iterator[tuple[int, int]]:
+    """[offset, offset+length) as READ_WINDOW-sized pieces, each planned only when it is reached."""
+    end = offset + length
+    while offset < end:
+        size = min(READ_WINDOW, end - offset)
+        yield offset, size
+        offset += size
