@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -240,3 +241,36 @@ def test_reads_survive_another_process_compacting_the_pack(tmp_path: Path) -> No
     assert other.gc().packs_compacted == 1
     reader.packs.close()  # no open descriptor of the old pack to fall back on
     assert b"".join(reader.read_range(small, 0, 600_000)) == gen(600_000, b"small")
+
+
+def _pack_writers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name == "medianode-pack-writer"]
+
+
+def test_a_batch_ends_its_writer_thread_on_commit_abort_exception_and_no_commit(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "s")
+    block = gen(300_000)
+    cid = CID.for_block(RAW, block)
+    before = _pack_writers()
+    with store.batch() as batch:
+        batch.put(cid, block)
+        batch.commit([cid], "kept", len(block))
+    assert _pack_writers() == before and store.has(cid)
+
+    other = gen(200_000, seed=b"other")
+    other_cid = CID.for_block(RAW, other)
+    with store.batch() as batch:  # left without a commit: nothing is stored
+        batch.put(other_cid, other)
+    assert _pack_writers() == before and not store.has(other_cid)
+
+    with pytest.raises(RuntimeError), store.batch() as batch:
+        batch.put(other_cid, other)
+        raise RuntimeError("the import failed")
+    assert _pack_writers() == before and not store.has(other_cid)
+
+    batch = store.new_batch()
+    batch.put(other_cid, other)
+    batch.abort()
+    assert _pack_writers() == before and not store.has(other_cid)
+    assert [name for name in pack_files(store) if name.startswith("tmp-")] == []
+    assert len(pack_files(store)) == 1
