@@ -1,4 +1,4 @@
-"""Python viewer swarm throughput on loopback: aiortc data channels through ``node.swarm.rtc_bridge``,
+"""Python viewer swarm throughput on loopback: aiortc data channels through ``node.swarm.viewers.rtc_bridge``,
 and ``medianode watch`` taking a whole clip from another ``watch``.
 
     python benchmarks/rtc_python.py [--mib 64] [--runs 3]
@@ -32,8 +32,8 @@ import trio
 from benchlib import REPO, MiB, make_file, medianode
 
 sys.path.insert(0, str(REPO))
-from node.swarm.rtc_bridge import ChannelMessage, ChannelOpen, RtcPeer, open_rtc_bridge
-from node.swarm.viewer_protocol import PIECE_CHUNK
+from node.swarm.viewers.protocol import PIECE_CHUNK
+from node.swarm.viewers.rtc_bridge import ChannelMessage, ChannelOpen, RtcPeer, open_rtc_bridge
 
 BATCH = 64  # messages per send_paced call
 

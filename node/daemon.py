@@ -21,12 +21,12 @@ from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import build_app
 from .gateway.connections import ConnectionLimits, GuardedConfig
 from .gateway.connections import serve as serve_http
-from .gateway.hub import ViewerHub
 from .gateway.metrics import Metrics
 from .gateway.settings import GatewaySettings
 from .gateway.signaling import SignalingEndpoint
 from .gateway.tokens import TokenStore
 from .storage.store import BlockStore
+from .swarm.viewers.hub import ViewerHub
 
 log = logging.getLogger("medianode.daemon")
 
@@ -176,7 +176,7 @@ async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig,
 
 async def seed_viewer_swarms(store: BlockStore, config: NodeConfig, scope: trio.CancelScope) -> None:
     """The WebRTC seeder of pinned files for the hubs in ``[viewers] seed_hubs``, until ``scope`` is cancelled."""
-    from .swarm.viewer_seeder import run_seeder  # aiortc costs a third of a second to import
+    from .swarm.viewers.seeder import run_seeder  # aiortc costs a third of a second to import
 
     with scope:
         await run_seeder(store, config.viewers)

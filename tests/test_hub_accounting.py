@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.gateway.hub import DEPARTED_GRACE, SEEN_WINDOW, HubLimits, Refused, ViewerHub, address_key
 from node.storage.cid import CID, RAW
-from node.swarm.viewer_protocol import Join, ProtocolError, Stats
+from node.swarm.viewers.hub import DEPARTED_GRACE, SEEN_WINDOW, HubLimits, Refused, ViewerHub, address_key
+from node.swarm.viewers.protocol import Join, ProtocolError, Stats
 
 CLIP = CID.for_block(RAW, b"clip")
 OTHER = CID.for_block(RAW, b"other clip")

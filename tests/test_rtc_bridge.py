@@ -8,8 +8,8 @@ import threading
 import pytest
 import trio
 
-from node.swarm import rtc_bridge
-from node.swarm.rtc_bridge import ChannelClosed, ChannelMessage, ChannelOpen, RtcError, RtcPeer, open_rtc_bridge
+from node.swarm.viewers import rtc_bridge
+from node.swarm.viewers.rtc_bridge import ChannelClosed, ChannelMessage, ChannelOpen, RtcError, RtcPeer, open_rtc_bridge
 
 
 async def connected_pair(bridge: rtc_bridge.RtcBridge) -> tuple[RtcPeer, RtcPeer]:

@@ -11,9 +11,9 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from conftest import Served, gen
-from node.gateway.hub import HubLimits, Refused, ViewerHub
 from node.storage.cid import CID, RAW
-from node.swarm.viewer_protocol import (
+from node.swarm.viewers.hub import HubLimits, Refused, ViewerHub
+from node.swarm.viewers.protocol import (
     AskPeers,
     Have,
     Join,

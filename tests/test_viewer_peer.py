@@ -24,18 +24,13 @@ from node.config import ViewersConfig
 from node.demo import make_demo_clip
 from node.storage.cid import CID
 from node.storage.store import BlockStore
-from node.swarm.rtc_bridge import open_rtc_bridge
-from node.swarm.viewer_peer import (
-    FilePieces,
-    GatewayBlocks,
-    StorePieces,
-    SwarmViewer,
-    ViewerStats,
-    clip_from_store,
-    learn_clip,
-    watch_file,
-)
-from node.swarm.viewer_seeder import run_seeder
+from node.swarm.viewers.clip import stored_clip
+from node.swarm.viewers.from_gateway import GatewayBlocks, learn_clip
+from node.swarm.viewers.pieces import FilePieces, StorePieces
+from node.swarm.viewers.rtc_bridge import open_rtc_bridge
+from node.swarm.viewers.seeder import run_seeder
+from node.swarm.viewers.viewer import SwarmViewer, ViewerStats
+from node.swarm.viewers.watch import watch_file
 from test_watch import STATE
 
 CLIP_SIZE = 6 * 1024 * 1024 + 12345  # 25 pieces of 256 KiB, the last one short
@@ -178,7 +173,8 @@ def test_a_peer_serving_corrupt_pieces_is_dropped_and_the_file_is_still_right(tm
     hub, cid, content = hub_with_clip(tmp_path, size=2 * 1024 * 1024)
     store = BlockStore(tmp_path / "hub" / "store")
     target = tmp_path / "watched.bin"
-    clip = clip_from_store(store, CID.parse(cid))
+    clip = stored_clip(store, CID.parse(cid))
+    assert clip is not None  # the hub's store holds all of it
 
     async def main() -> tuple[ViewerStats, set[str], str | None]:
         with trio.fail_after(DEADLINE):

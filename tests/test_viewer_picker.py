@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from node.swarm.viewer_picker import GRACE, HTTP_PARALLEL, STRIKES_TO_DROP, PeerFault, PiecePicker
-from node.swarm.viewer_protocol import MAX_OUTSTANDING, REQUEST_TIMEOUT
+from node.swarm.viewers.picker import PeerFault, PiecePicker
+from node.swarm.viewers.protocol import HTTP_PARALLEL, MAX_OUTSTANDING, PEER_PATIENCE, REQUEST_TIMEOUT, TIMEOUTS_TO_DROP
 
 SIZE = 100
 
@@ -117,65 +117,65 @@ def test_a_rejected_piece_is_not_asked_of_that_peer_again() -> None:
     p.requests(0.0)
     p.rejected("a", 0)
     assert p.requests(0.0) == []
-    assert p.http_fetches(GRACE) == [0]  # nobody else has it: HTTP takes it
+    assert p.http_fetches(PEER_PATIENCE) == [0]  # nobody else has it: HTTP takes it
 
 
 def test_nothing_goes_to_http_during_the_grace_unless_peers_fail() -> None:
     p = picker(count=3)
     assert p.http_fetches(0.0) == []
-    assert p.next_deadline(0.0) == GRACE
-    assert p.http_fetches(GRACE) == [0, 1, 2]
+    assert p.next_deadline(0.0) == PEER_PATIENCE
+    assert p.http_fetches(PEER_PATIENCE) == [0, 1, 2]
 
 
 def test_http_takes_only_pieces_no_connected_peer_has() -> None:
     p = picker(count=6)
     p.add_peer("a")
     p.peer_has("a", [0, 1])
-    assert sorted(p.http_fetches(GRACE)) == [2, 3, 4, 5]
-    assert [i for _, i in p.requests(GRACE)] == [0, 1]
+    assert sorted(p.http_fetches(PEER_PATIENCE)) == [2, 3, 4, 5]
+    assert [i for _, i in p.requests(PEER_PATIENCE)] == [0, 1]
 
 
 def test_http_fetches_are_bounded_and_resume_when_one_ends() -> None:
     p = picker(count=HTTP_PARALLEL + 2)
-    first = p.http_fetches(GRACE)
+    first = p.http_fetches(PEER_PATIENCE)
     assert first == list(range(HTTP_PARALLEL))
-    assert p.http_fetches(GRACE) == []
+    assert p.http_fetches(PEER_PATIENCE) == []
     p.http_finished(0)
     p.piece_done(0)
-    assert p.http_fetches(GRACE) == [HTTP_PARALLEL]
+    assert p.http_fetches(PEER_PATIENCE) == [HTTP_PARALLEL]
 
 
 def test_http_starts_where_asked_and_wraps_around() -> None:
     p = PiecePicker([SIZE] * 6, [4], 0.0, http_start=3)
-    assert p.http_fetches(GRACE) == [3, 5, 0, 1]
+    assert p.http_fetches(PEER_PATIENCE) == [3, 5, 0, 1]
 
 
 def test_http_moves_elsewhere_when_a_peer_fetched_the_same_piece() -> None:
     p = PiecePicker([SIZE] * 100, [], 0.0, rng=random.Random(7))
-    assert p.http_fetches(GRACE) == [0, 1, 2, 3]
+    assert p.http_fetches(PEER_PATIENCE) == [0, 1, 2, 3]
     p.add_peer("a")
     p.peer_has("a", [0])  # "a" got piece 0 while we were fetching it too
     for index in (0, 1, 2, 3):
         p.http_finished(index)
         p.piece_done(index)
     start = random.Random(7).randrange(100)
-    assert p.http_fetches(GRACE)[0] == start
+    assert p.http_fetches(PEER_PATIENCE)[0] == start
 
 
 def test_a_failed_http_fetch_is_tried_again() -> None:
     p = picker(count=1)
-    assert p.http_fetches(GRACE) == [0]
+    assert p.http_fetches(PEER_PATIENCE) == [0]
     p.http_finished(0)
-    assert p.http_fetches(GRACE) == [0]
+    assert p.http_fetches(PEER_PATIENCE) == [0]
 
 
 def test_a_peer_that_leaves_makes_its_pieces_http_candidates() -> None:
     p = picker(count=2)
     p.add_peer("a")
     p.peer_has("a", [0, 1])
-    assert p.http_fetches(GRACE) == []
+    assert p.http_fetches(PEER_PATIENCE) == []
     p.remove_peer("a")
-    assert p.http_fetches(GRACE) == [0, 1]
+    assert p.http_fetches(PEER_PATIENCE) == [0, 1]
 
 
 def test_a_stalled_request_times_out_goes_to_http_and_strikes_the_peer() -> None:
@@ -184,7 +184,7 @@ def test_a_stalled_request_times_out_goes_to_http_and_strikes_the_peer() -> None
     p.peer_has("a", [0, 1])
     p.requests(0.0)
     p.receive("a", 0, 0, b"x" * 10, 1.0)  # progress on 0 moves its clock
-    assert p.next_deadline(GRACE + 0.1) == REQUEST_TIMEOUT
+    assert p.next_deadline(PEER_PATIENCE + 0.1) == REQUEST_TIMEOUT
     expired = p.expire(REQUEST_TIMEOUT)
     assert [(e.peer, e.index, e.drop) for e in expired] == [("a", 1, False)]
     assert p.http_fetches(REQUEST_TIMEOUT) == [1]
@@ -217,12 +217,12 @@ def test_a_cancelled_piece_is_never_asked_of_that_peer_again() -> None:
 
 
 def test_repeated_timeouts_say_drop() -> None:
-    p = picker(count=STRIKES_TO_DROP)
+    p = picker(count=TIMEOUTS_TO_DROP)
     p.add_peer("a")
-    p.peer_has("a", range(STRIKES_TO_DROP))
+    p.peer_has("a", range(TIMEOUTS_TO_DROP))
     p.requests(0.0)
     drops = [e.drop for e in p.expire(REQUEST_TIMEOUT)]
-    assert drops == [False] * (STRIKES_TO_DROP - 1) + [True]
+    assert drops == [False] * (TIMEOUTS_TO_DROP - 1) + [True]
 
 
 def test_complete_when_every_piece_is_done() -> None:
@@ -230,4 +230,4 @@ def test_complete_when_every_piece_is_done() -> None:
     assert not p.complete and p.missing() == 1
     p.piece_done(0)
     assert p.complete and p.missing() == 0
-    assert p.http_fetches(GRACE) == [] and p.requests(GRACE) == []
+    assert p.http_fetches(PEER_PATIENCE) == [] and p.requests(PEER_PATIENCE) == []

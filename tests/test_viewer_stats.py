@@ -23,8 +23,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from conftest import Node, Served, gen
-from node.gateway.hub import HubLimits
-from node.swarm.viewer_protocol import pack
+from node.swarm.viewers.hub import HubLimits
+from node.swarm.viewers.protocol import pack
 
 SIZE = 3 * 262144 + 5  # four pieces
 HAVE_NONE = b"\0"

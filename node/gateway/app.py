@@ -13,10 +13,10 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 
 from ..storage.store import BlockStore
+from ..swarm.viewers.hub import ViewerHub
 from .admin import admin_routes
 from .api import api_routes
 from .http import HTTPProblem, problem_response
-from .hub import ViewerHub
 from .metrics import ASGIApp, Metrics
 from .path_gateway import IPFS_PREFIX, Gateway
 from .settings import GatewaySettings

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..storage.store import BlockStore
+from ..swarm.viewers.hub import ViewerHub
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -79,7 +80,7 @@ class Metrics:
         self._store_collector: StoreCollector | None = None
 
     def endpoint(
-        self, store: BlockStore, swarm: Any = None, hub: Any = None
+        self, store: BlockStore, swarm: Any = None, hub: ViewerHub | None = None
     ) -> Callable[[Request], Awaitable[Response]]:
         if self._store_collector is None:
             self._store_collector = StoreCollector(store)
@@ -118,9 +119,9 @@ class Metrics:
 
 
 class ViewerCollector(Collector):
-    """The viewer swarm, from the signaling hub's counts (what they mean: ``hub.py``'s docstring)."""
+    """The viewer swarm, from the signaling hub's counts (what they mean: ``node/swarm/viewers/hub.py``)."""
 
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: ViewerHub) -> None:
         self.hub = hub
 
     def collect(self) -> Iterator[Any]:

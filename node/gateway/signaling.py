@@ -1,19 +1,24 @@
 """The viewer-swarm signaling endpoint: ``/api/v1/swarm/{cid}`` (WebSocket) and its stats.
 
-The protocol is specified in ``node/swarm/viewer_protocol.py``; the
-bookkeeping is the pure ``ViewerHub`` in ``hub.py``. This module is the I/O
+The protocol is specified in ``node/swarm/viewers/protocol.py``; the
+bookkeeping is the pure ``ViewerHub`` in ``node/swarm/viewers/hub.py``. This module is the I/O
 around it: one task per socket reads and checks messages, and each viewer
 has a bounded outbox drained by a sender task in the same nursery, so a
 slow viewer loses its own relays and never holds up anyone else.
 
 Only files this node stores whole get a swarm, so a viewer can always fall
-back to the gateway for any piece.
+back to the gateway for any piece; which of those do is the clip model's
+answer (``node/swarm/viewers/clip.py``), the same the player gives.
+
+``GET /watch/player/contract.json`` is the viewer protocol's wire contract
+(``node/swarm/viewers/contract.json``: its constants and message vectors),
+which the player's modules import.
 
 ``GET /api/v1/swarm/{cid}/stats`` answers ``{"viewers", "viewers_seen",
 "bytes_from_peers", "bytes_from_http"}`` for the CID since the node
 started: peer bytes as far as both ends of each transfer agree, HTTP bytes
 as viewers claim them within bounds, distinct viewers in the last hour (the
-exact rules are in ``hub.py``'s docstring).
+exact rules are in the hub's docstring).
 """
 
 from __future__ import annotations
@@ -25,21 +30,22 @@ from typing import Any
 import anyio
 import trio
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..storage.cid import CID, CIDError
+from ..storage.cid import CID
 from ..storage.errors import BlockNotFound, StoreError
 from ..storage.layout import NotAFileError
 from ..storage.store import BlockStore
 from ..storage.unixfs import UnixFSError
-from ..swarm.viewer_protocol import MAX_PIECE, MAX_SIGNAL, Join, ProtocolError, decode_signal, pack
-from .hub import Refused, ViewerHub
+from ..swarm.viewers.clip import stored_clip
+from ..swarm.viewers.hub import Refused, ViewerHub
+from ..swarm.viewers.protocol import CONTRACT_PATH, JOIN_TIMEOUT, MAX_SIGNAL, Join, ProtocolError, decode_signal, pack
+from .http import HTTPProblem, parse_cid, problem_response
 
 log = logging.getLogger("medianode.viewers")
 
-JOIN_TIMEOUT = 10.0
 OUTBOX = 64  # messages waiting for one viewer before further relays to it are dropped
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -61,29 +67,35 @@ class SignalingEndpoint:
         return [
             WebSocketRoute("/api/v1/swarm/{cid}", self.socket),
             Route("/api/v1/swarm/{cid}/stats", self.stats, methods=["GET"]),
+            Route("/watch/player/contract.json", self.contract, methods=["GET", "HEAD"]),
         ]
+
+    async def contract(self, request: Request) -> Response:
+        # no-cache like the player's other files: the contract changes with the node's version
+        return FileResponse(CONTRACT_PATH, media_type="application/json", headers={"Cache-Control": "no-cache"})
 
     async def stats(self, request: Request) -> Response:
         try:
-            cid = CID.parse(request.path_params["cid"])
-        except CIDError as exc:
-            return JSONResponse({"error": f"malformed CID: {exc}"}, status_code=400)
+            cid = parse_cid(request.path_params["cid"])
+        except HTTPProblem as problem:
+            return problem_response(problem, as_json=True)
         stats = self.hub.stats(cid, trio.current_time())
         return JSONResponse({"cid": str(cid), **stats}, headers={"Cache-Control": "no-store"})
 
     def _pieces(self, cid: CID) -> tuple[int, int]:
-        """Pieces and bytes of a file stored here whole, or raise ``Refused``."""
+        """Pieces and bytes of a file stored here whole that gets a swarm, or raise ``Refused``."""
         if self.store.is_withheld(cid):
             raise Refused(f"{cid} is not public")
         try:
-            layout, locations = self.store.layout(cid)
+            clip = stored_clip(self.store, cid)
         except (BlockNotFound, NotAFileError, UnixFSError) as exc:
             raise Refused(f"this node does not serve {cid} as a file: {exc}") from None
-        if any(location is None for location in locations):
+        if clip is None:
             raise Refused(f"this node does not hold all of {cid}")
-        if any(leaf.size > MAX_PIECE for leaf in layout.leaves):
-            raise Refused("pieces larger than 2 MiB: use the gateway")
-        return max(1, len(layout.leaves)), layout.size
+        refusal = clip.swarm_refusal
+        if refusal is not None:
+            raise Refused(f"{cid} has no viewer swarm: {refusal}")
+        return len(clip.pieces), clip.size
 
     async def socket(self, websocket: WebSocket) -> None:
         with trio.CancelScope() as scope:
@@ -104,9 +116,9 @@ class SignalingEndpoint:
             if not isinstance(first, Join):
                 raise ProtocolError("the first message is 'join'")
             try:
-                cid = CID.parse(websocket.path_params["cid"])
-            except CIDError as exc:
-                raise Refused(f"malformed CID: {exc}") from None
+                cid = parse_cid(websocket.path_params["cid"])
+            except HTTPProblem as problem:
+                raise Refused(f"malformed CID: {problem.reason}") from None
             pieces, size = await anyio.to_thread.run_sync(self._pieces, cid)
             ip = websocket.client.host if websocket.client else "?"
             viewer_id, outgoing = self.hub.join(cid, ip, first, pieces, size, trio.current_time())

@@ -1,10 +1,10 @@
 """The signaling hub's bookkeeping: swarms of viewers per CID, limits, relays, byte counts.
 
-Pure state, no sockets (the WebSocket layer in ``signaling.py`` wraps it):
+Pure state, no sockets (the WebSocket layer in ``node/gateway/signaling.py`` wraps it):
 ``join`` admits a viewer or refuses it, ``handle`` turns one checked message
 from a viewer into the messages to send and to whom, ``leave`` forgets a
 viewer. Messages and their meaning are specified in
-``node/swarm/viewer_protocol.py``.
+``protocol.py``.
 
 Limits, all per node: viewers per swarm, sockets per address, swarms in
 all, token buckets for joins per address and per swarm, and a token bucket
@@ -55,8 +55,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..storage.cid import CID
-from ..swarm.viewer_protocol import (
+from ...storage.cid import CID
+from .protocol import (
     INTRODUCTIONS,
     STATS_BURST,
     STATS_PER_SECOND,

@@ -15,8 +15,8 @@ HTTP always has every piece. Sequential order also keeps the scans short: a
 cursor skips the finished prefix.
 
 HTTP takes a piece when a peer request for it timed out, or once ``grace``
-seconds have passed since the start and no connected peer has announced it
-(the grace gives the first peers time to connect and send their bitfields).
+seconds (``PEER_PATIENCE``) have passed since the start and no connected
+peer has announced it (the grace gives the first peers time to connect and send their bitfields).
 Pieces some connected peer has wait for that peer, even while it is busy:
 peers are preferred. HTTP goes in order too, but from ``http_start`` round
 to the beginning, and the start jumps to a random piece (from ``rng``)
@@ -30,7 +30,7 @@ viewer drops that peer and ``remove_peer`` frees its requests). Chunks still
 in flight after we cancelled a request are let through and discarded, and
 that piece is never asked of that peer again. A request with no progress for
 ``REQUEST_TIMEOUT`` is cancelled, its piece goes to HTTP, and the peer gets a
-strike; ``STRIKES_TO_DROP`` strikes and ``expire`` says to drop it.
+strike; ``TIMEOUTS_TO_DROP`` strikes and ``expire`` says to drop it.
 """
 
 from __future__ import annotations
@@ -40,11 +40,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .viewer_protocol import MAX_OUTSTANDING, REQUEST_TIMEOUT
-
-GRACE = 1.5
-HTTP_PARALLEL = 4
-STRIKES_TO_DROP = 3
+from .protocol import HTTP_PARALLEL, MAX_OUTSTANDING, PEER_PATIENCE, REQUEST_TIMEOUT, TIMEOUTS_TO_DROP
 
 
 class PeerFault(Exception):
@@ -55,7 +51,7 @@ class PeerFault(Exception):
 class Expired:
     peer: str
     index: int
-    drop: bool  # the peer has reached STRIKES_TO_DROP
+    drop: bool  # the peer has reached TIMEOUTS_TO_DROP
 
 
 @dataclass
@@ -79,7 +75,7 @@ class PiecePicker:
         sizes: Sequence[int],
         held: Iterable[int],
         now: float,
-        grace: float = GRACE,
+        grace: float = PEER_PATIENCE,
         http_parallel: int = HTTP_PARALLEL,
         request_timeout: float = REQUEST_TIMEOUT,
         http_start: int = 0,
@@ -241,7 +237,7 @@ class PiecePicker:
                 state.cancelled[index] = len(request.buffer)
                 self._timed_out.add(index)
                 state.strikes += 1
-                out.append(Expired(peer, index, state.strikes >= STRIKES_TO_DROP))
+                out.append(Expired(peer, index, state.strikes >= TIMEOUTS_TO_DROP))
         return out
 
     def http_fetches(self, now: float) -> list[int]:

@@ -1,7 +1,8 @@
 """The viewer swarm: people watching one clip trade its pieces over WebRTC.
 
 Participants
-    The *hub*: the node's gateway, at the WebSocket ``/api/v1/swarm/{cid}``.
+    The *hub*: the node's gateway, at the WebSocket ``/api/v1/swarm/{cid}``
+    (``hub.py`` the bookkeeping, ``node/gateway/signaling.py`` the socket).
     It introduces viewers of the same CID to each other, relays their SDP
     offers/answers and ICE candidates, and counts the bytes they report. It
     never carries piece data.
@@ -29,8 +30,9 @@ Pieces
     piece's bytes are the leaf *block* (a raw leaf is the file's bytes; a
     dag-pb leaf carries them in its UnixFS Data). A single-block file is one
     piece. A *bitfield* is ``ceil(n / 8)`` bytes, piece ``i`` being bit
-    ``7 - i % 8`` of byte ``i // 8`` (BitTorrent's order). Clips with a leaf
-    larger than ``MAX_PIECE`` get no swarm.
+    ``7 - i % 8`` of byte ``i // 8`` (BitTorrent's order). Which file nodes
+    make pieces, and which clips get a swarm (1 to ``MAX_PIECES`` pieces of 1
+    to ``MAX_PIECE`` bytes each), is ``clip.py``'s to say.
 
 Signaling (WebSocket binary messages, each a msgpack map with a ``t`` key, at
 most ``MAX_SIGNAL`` bytes)
@@ -97,33 +99,51 @@ Failure handling
     verified) is the fallback for everything, so playback never depends on
     peers.
 
-This module holds the constants and the codecs (msgpack <-> checked
-dataclasses) of both directions, shared by the hub and the Python viewer;
-it does no I/O.
+The constants live in ``contract.json`` beside this module, with their units
+in their names, together with message vectors (frames and what they mean);
+the browser player imports the same file, and both test suites check their
+codec against the vectors. This module loads it at import and holds the
+codecs (msgpack <-> checked dataclasses) of both directions, shared by the
+hub and the Python viewer; it does no I/O beyond reading that file.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import msgpack
 
-MAX_SIGNAL = 16 * 1024
-MAX_DATA_MESSAGE = 16 * 1024
-PIECE_CHUNK = 16 * 1024 - 64  # room for the map around ``d``
-MAX_PIECE = 2 * 1024 * 1024
-MAX_PIECES = 1 << 20  # bitfields up to 128 KiB would not fit a signal message anyway
-INTRODUCTIONS = 8
-MAX_PEER_CONNECTIONS = 12
-MAX_OUTSTANDING = 4
-REQUEST_TIMEOUT = 4.0
-DATA_CHANNEL_LABEL = "pieces"
-STATS_EVERY = 1.0  # seconds between a viewer's stats while its counts change
-STATS_PER_SECOND = 2.0  # the hub's rate limit on one viewer's stats
-STATS_BURST = 10.0
-MAX_STATS_PEERS = 64  # entries of ``got`` and of ``sent`` in one stats message
-MAX_VIEWER_ID = 64  # characters of a peer id in stats (the hub's ids are 16)
+CONTRACT_PATH = Path(__file__).with_name("contract.json")
+CONTRACT: dict[str, Any] = json.loads(CONTRACT_PATH.read_text())
+_constants: dict[str, Any] = CONTRACT["constants"]
+
+DATA_CHANNEL_LABEL: str = _constants["data_channel_label"]
+MAX_PIECE: int = _constants["max_piece_bytes"]
+MAX_PIECES: int = _constants["max_pieces"]  # bitfields up to 128 KiB would not fit a signal message anyway
+MAX_DAG_NODE: int = _constants["max_dag_node_bytes"]  # largest dag-pb node a viewer takes from a gateway
+MAX_SIGNAL: int = _constants["max_signal_bytes"]
+MAX_DATA_MESSAGE: int = _constants["max_data_message_bytes"]
+PIECE_CHUNK: int = _constants["piece_chunk_bytes"]  # room for the map around ``d``
+INTRODUCTIONS: int = _constants["introductions"]
+MAX_PEER_CONNECTIONS: int = _constants["max_peer_connections"]
+MAX_OUTSTANDING: int = _constants["max_outstanding_requests"]
+REQUEST_TIMEOUT: float = _constants["request_timeout_ms"] / 1000  # seconds, as trio counts them
+TIMEOUTS_TO_DROP: int = _constants["max_request_timeouts_per_peer"]
+PEER_PATIENCE: float = _constants["peer_patience_ms"] / 1000
+HTTP_PARALLEL: int = _constants["http_parallel_fetches"]
+CONNECT_TIMEOUT: float = _constants["connect_timeout_ms"] / 1000
+JOIN_TIMEOUT: float = _constants["join_timeout_ms"] / 1000
+ASK_PEERS_EVERY: float = _constants["ask_peers_every_ms"] / 1000
+STATS_EVERY: float = _constants["stats_every_ms"] / 1000
+STATS_PER_SECOND: float = _constants["stats_per_second"]  # the hub's rate limit on one viewer's stats
+STATS_BURST: float = _constants["stats_burst"]
+MAX_STATS_PEERS: int = _constants["max_stats_peers"]  # entries of ``got`` and of ``sent`` in one stats message
+MAX_VIEWER_ID: int = _constants["max_viewer_id_chars"]  # of a peer id in stats (the hub's ids are 16)
+CHANNEL_HIGH_WATER: int = _constants["channel_high_water_bytes"]  # queued on a data channel before a sender waits
+CHANNEL_LOW_WATER: int = _constants["channel_low_water_bytes"]  # ... until it drains to this
 
 
 class ProtocolError(ValueError):

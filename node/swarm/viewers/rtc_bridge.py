@@ -39,14 +39,14 @@ import trio
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from .protocol import CHANNEL_HIGH_WATER, CHANNEL_LOW_WATER
+
 log = logging.getLogger("medianode.rtc")
 
 T = TypeVar("T")
 
 CANCEL_GRACE = 5.0  # seconds a cancelled asyncio task gets to finish before trio stops waiting for it
 CLOSE_TIMEOUT = 5.0  # seconds for closing all connections when the bridge closes
-HIGH_WATER = 1024 * 1024  # bytes queued in a data channel before send_paced waits
-LOW_WATER = 256 * 1024  # ... until it drains to this
 MAX_BACKLOG = 1024  # messages received but not yet taken by trio before the connection is dropped as a flood
 
 
@@ -313,7 +313,7 @@ class RtcPeer:
         self.bridge.call_soon(self._send_now, message)
 
     async def send_paced(self, messages: Sequence[bytes]) -> None:
-        """Send ``messages`` in order, waiting whenever the channel holds more than ``HIGH_WATER`` bytes."""
+        """Send ``messages`` in order, waiting whenever the channel holds more than ``CHANNEL_HIGH_WATER`` bytes."""
         await self._call(self._send_paced, messages)
 
     async def close(self) -> None:
@@ -360,7 +360,7 @@ class RtcPeer:
 
     def _wire(self, channel: RTCDataChannel) -> None:
         self._channel = channel
-        channel.bufferedAmountLowThreshold = LOW_WATER
+        channel.bufferedAmountLowThreshold = CHANNEL_LOW_WATER
         drained = self._drained
         assert drained is not None
 
@@ -432,7 +432,7 @@ class RtcPeer:
         channel, drained = self._channel, self._drained
         assert drained is not None
         for message in messages:
-            while channel is not None and channel.readyState == "open" and channel.bufferedAmount > HIGH_WATER:
+            while channel is not None and channel.readyState == "open" and channel.bufferedAmount > CHANNEL_HIGH_WATER:
                 drained.clear()
                 await drained.wait()
             if channel is None or channel.readyState != "open" or self._closed:

@@ -18,14 +18,16 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..config import ViewersConfig
-from ..storage.cid import CID
-from ..storage.errors import StoreError
-from ..storage.layout import NotAFileError
-from ..storage.store import BlockStore
-from ..storage.unixfs import UnixFSError
+from ...config import ViewersConfig
+from ...storage.cid import CID
+from ...storage.errors import StoreError
+from ...storage.layout import NotAFileError
+from ...storage.store import BlockStore
+from ...storage.unixfs import UnixFSError
+from .clip import Clip, ViewerError, stored_clip
+from .pieces import StorePieces
 from .rtc_bridge import RtcBridge, open_rtc_bridge
-from .viewer_peer import Clip, StorePieces, SwarmViewer, ViewerError, clip_from_store
+from .viewer import SwarmViewer
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus  # the stubs libp2p installs hide trio's own TaskStatus from mypy
@@ -70,13 +72,10 @@ def seedable(store: BlockStore, limit: int) -> dict[CID, Clip]:
         if len(out) >= limit:
             break
         try:
-            _, locations = store.layout(root)
-            if any(location is None for location in locations):
-                continue
-            clip = clip_from_store(store, root)
+            clip = stored_clip(store, root)
         except (StoreError, NotAFileError, UnixFSError):
             continue  # a directory, or blocks gone: nothing to seed
-        if clip.swarmable:
+        if clip is not None and clip.swarmable:
             out[root] = clip
     return out
 
