@@ -1,4 +1,5 @@
-"""The browser player's pure parts (the piece picker), run under Node.js's own test runner."""
+"""The browser player's pure parts (the piece picker, the codec against the wire contract, the clip builder against
+the shared clip vectors), run under Node.js's own test runner."""
 
 from __future__ import annotations
 

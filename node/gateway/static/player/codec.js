@@ -1,8 +1,15 @@
 // Decoding and checking what arrives from the gateway and from peers: CIDs,
-// dag-pb/UnixFS nodes, msgpack messages, SHA-256 against a CID.
+// dag-pb/UnixFS nodes, msgpack messages, the data-channel protocol's
+// messages, SHA-256 against a CID.
 // Hand-written rather than bundled from npm so the gateway serves plain files
 // with no build step; each decoder handles exactly what the viewer protocol
-// and UnixFS files use, and throws on anything else.
+// and UnixFS files use, and throws on anything else. The protocol's constants
+// and message vectors are contract.json's, which the Python side reads too
+// (node/swarm/viewers/protocol.py, where the protocol is specified).
+
+import contract from "./contract.json" with { type: "json" };
+
+export const wire = contract.constants;
 
 const RAW = 0x55;
 const DAG_PB = 0x70;
@@ -208,6 +215,8 @@ export function decodeUnixFs(bytes) {
 
 // ---------------------------------------------------------------- msgpack
 
+// Each value in its shortest msgpack form, as msgpack-python (the hub and the Python viewer) writes it,
+// so both sides encode a message to the same bytes (contract.json's vectors hold them to it).
 export function packMessage(value) {
   const out = [];
   const push = (...bytes) => out.push(...bytes);
@@ -215,38 +224,55 @@ export function packMessage(value) {
   const flush = () => {
     if (out.length) chunks.push(Uint8Array.from(out.splice(0)));
   };
+  const u16 = (n) => [(n >>> 8) & 0xff, n & 0xff];
   const u32 = (n) => [(n >>> 24) & 0xff, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff];
+  // A length-prefixed kind: the fix form below `fixLimit` (fixTag | n), else the 8-, 16- or 32-bit form.
+  const header = (n, fixTag, fixLimit, tag8, tag16, tag32) => {
+    if (fixTag !== null && n < fixLimit) push(fixTag | n);
+    else if (tag8 !== null && n < 0x100) push(tag8, n);
+    else if (n < 0x10000) push(tag16, ...u16(n));
+    else push(tag32, ...u32(n));
+  };
+  const integer = (v) => {
+    if (v >= 0) {
+      if (v < 0x80) push(v);
+      else if (v < 0x100) push(0xcc, v);
+      else if (v < 0x10000) push(0xcd, ...u16(v));
+      else if (v <= 0xffffffff) push(0xce, ...u32(v));
+      else if (v <= Number.MAX_SAFE_INTEGER) push(0xcf, ...u32(Math.floor(v / 2 ** 32)), ...u32(v >>> 0));
+      else throw new Error("integer out of range");
+    } else if (v >= -32) push(v & 0xff);
+    else if (v >= -0x80) push(0xd0, v & 0xff);
+    else if (v >= -0x8000) push(0xd1, ...u16(v & 0xffff));
+    else if (v >= -0x80000000) push(0xd2, ...u32(v >>> 0));
+    else throw new Error("integer out of range");
+  };
   const encode = (v) => {
     if (v === null || v === undefined) push(0xc0);
     else if (v === true) push(0xc3);
     else if (v === false) push(0xc2);
     else if (typeof v === "number") {
-      if (!Number.isInteger(v)) {
+      if (Number.isInteger(v)) integer(v);
+      else {
         const view = new DataView(new ArrayBuffer(8));
         view.setFloat64(0, v);
         push(0xcb, ...new Uint8Array(view.buffer));
-      } else if (v >= 0 && v < 128) push(v);
-      else if (v < 0 && v >= -32) push(v & 0xff);
-      else if (v >= 0 && v <= 0xffffffff) push(0xce, ...u32(v));
-      else if (v >= 0) push(0xcf, ...u32(Math.floor(v / 2 ** 32)), ...u32(v >>> 0));
-      else if (v >= -0x80000000) push(0xd2, ...u32(v >>> 0));
-      else throw new Error("integer out of range");
+      }
     } else if (typeof v === "string") {
       const bytes = new TextEncoder().encode(v);
-      if (bytes.length < 32) push(0xa0 | bytes.length);
-      else push(0xdb, ...u32(bytes.length));
+      header(bytes.length, 0xa0, 32, 0xd9, 0xda, 0xdb);
       flush();
       chunks.push(bytes);
     } else if (v instanceof Uint8Array) {
-      push(0xc6, ...u32(v.length));
+      header(v.length, null, 0, 0xc4, 0xc5, 0xc6);
       flush();
       chunks.push(v);
     } else if (Array.isArray(v)) {
-      push(0xdd, ...u32(v.length));
+      header(v.length, 0x90, 16, null, 0xdc, 0xdd);
       v.forEach(encode);
     } else if (typeof v === "object") {
       const keys = Object.keys(v).filter((k) => v[k] !== undefined);
-      push(0xdf, ...u32(keys.length));
+      header(keys.length, 0x80, 16, null, 0xde, 0xdf);
       for (const k of keys) {
         encode(k);
         encode(v[k]);
@@ -331,4 +357,71 @@ export function unpackMessage(buffer) {
   const value = decode();
   if (pos !== bytes.length) throw new Error("trailing bytes after msgpack message");
   return value;
+}
+
+// ---------------------------------------------------------------- the data-channel protocol
+
+export class ProtocolError extends Error {}
+
+// The bitfield of `have` (a 0/1 array): piece i is bit 7 - i % 8 of byte i >> 3.
+export function bitfield(have) {
+  const out = new Uint8Array(Math.ceil(have.length / 8));
+  have.forEach((held, i) => {
+    if (held) out[i >> 3] |= 0x80 >> (i & 7);
+  });
+  return out;
+}
+
+export function indicesIn(field, count) {
+  if (!(field instanceof Uint8Array) || field.length !== Math.ceil(count / 8)) {
+    throw new ProtocolError(`a bitfield of ${Math.ceil(count / 8)} bytes is expected for ${count} pieces`);
+  }
+  const out = [];
+  for (let i = 0; i < count; i++) if (field[i >> 3] & (0x80 >> (i & 7))) out.push(i);
+  return out;
+}
+
+// A data-channel message from a peer of a clip with `count` pieces, checked as the Python viewer checks it:
+// {t: "have", pieces} for a bitfield, else the message itself ({t, i} and, for a piece, o and d).
+export function decodePeerMessage(data, count) {
+  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+  if (bytes.length > wire.max_data_message_bytes) {
+    throw new ProtocolError(`message of ${bytes.length} bytes, at most ${wire.max_data_message_bytes} allowed`);
+  }
+  let message;
+  try {
+    message = unpackMessage(bytes);
+  } catch (err) {
+    throw new ProtocolError(`not msgpack: ${err.message}`);
+  }
+  if (message === null || typeof message !== "object" || Array.isArray(message) || message instanceof Uint8Array ||
+      typeof message.t !== "string") {
+    throw new ProtocolError("a message is a map with a string 't'");
+  } // prettier-ignore
+  const index = () => {
+    if (!Number.isInteger(message.i) || message.i < 0 || message.i >= count) {
+      throw new ProtocolError(`piece ${message.i} out of range 0..${count - 1}`);
+    }
+    return message.i;
+  };
+  switch (message.t) {
+    case "have":
+      if ("have" in message) return { t: "have", pieces: indicesIn(message.have, count) };
+      return { t: "have", i: index() };
+    case "request":
+    case "reject":
+    case "cancel":
+      return { t: message.t, i: index() };
+    case "piece": {
+      const { o: offset, d: chunk } = message;
+      if (!Number.isInteger(offset) || !(chunk instanceof Uint8Array)) throw new ProtocolError("'piece' needs o and d");
+      if (offset < 0 || !chunk.length || chunk.length > wire.piece_chunk_bytes ||
+          offset + chunk.length > wire.max_piece_bytes) {
+        throw new ProtocolError(`piece chunk at ${offset} of ${chunk.length} bytes is out of bounds`);
+      } // prettier-ignore
+      return { t: "piece", i: index(), o: offset, d: chunk };
+    }
+    default:
+      throw new ProtocolError(`unknown data-channel message ${message.t}`);
+  }
 }

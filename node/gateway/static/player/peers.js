@@ -1,40 +1,15 @@
 // The viewer swarm in the browser: signaling through the node's hub and one
 // RTCPeerConnection per peer, speaking the data-channel protocol specified in
-// node/swarm/viewer_protocol.py. Which piece to ask whom is the Picker's
+// node/swarm/viewers/protocol.py (messages checked by codec.js, constants from
+// contract.json). Which piece to ask whom is the Picker's
 // business; checking a piece is the caller's (`acceptPiece`).
 // Byte counts go to the hub in the same "stats" message the Python viewer
 // sends: per membership, HTTP bytes, and per peer id the bytes of new
 // verified pieces got from it and of whole pieces sent to it.
 
-import { packMessage, unpackMessage } from "./codec.js";
+import { bitfield, decodePeerMessage, indicesIn, packMessage, unpackMessage, wire } from "./codec.js";
 
-const MAX_CONNECTIONS = 12;
-const MAX_OUTSTANDING = 4;
-const CHUNK = 16 * 1024 - 64;
-const HIGH_WATER = 1024 * 1024; // bytes queued on a data channel before we wait for it to drain
-const LOW_WATER = 256 * 1024;
-const CONNECT_TIMEOUT = 10000;
-const MORE_PEERS_EVERY = 5000;
-const WANTED_CONNECTIONS = 4;
-const STATS_EVERY = 1000; // ms
-const MAX_STATS_PEERS = 64; // entries of `got` and of `sent` in one stats message
-
-export function bitfield(have) {
-  const out = new Uint8Array(Math.ceil(have.length / 8));
-  have.forEach((held, i) => {
-    if (held) out[i >> 3] |= 0x80 >> (i & 7);
-  });
-  return out;
-}
-
-function indicesIn(field, count) {
-  if (!(field instanceof Uint8Array) || field.length !== Math.ceil(count / 8)) throw new Error("bad bitfield");
-  const out = [];
-  for (let i = 0; i < count; i++) if (field[i >> 3] & (0x80 >> (i & 7))) out.push(i);
-  return out;
-}
-
-class ProtocolError extends Error {}
+const WANTED_CONNECTIONS = 4; // open connections below which the page asks the hub for more peers
 
 export class ViewerSwarm {
   // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null,
@@ -81,7 +56,7 @@ export class ViewerSwarm {
     socket.onclose = () => {
       this.socket = null;
     };
-    this.timer = setInterval(() => this._tick(), STATS_EVERY);
+    this.timer = setInterval(() => this._tick(), wire.stats_every_ms);
   }
 
   close() {
@@ -139,13 +114,13 @@ export class ViewerSwarm {
     return true;
   }
 
-  // Stats, once the hub has let us in and something changed; peers past MAX_STATS_PEERS wait for the next.
+  // Stats, once the hub has let us in and something changed; peers past max_stats_peers wait for the next.
   _reportStats() {
     if (!this.myId || !this.socket || this.socket.readyState !== WebSocket.OPEN) return;
     if (this.http === this.reportedHttp && !this.unreported.got.size && !this.unreported.sent.size) return;
     const take = (kind) => {
       const out = {};
-      for (const id of [...this.unreported[kind]].slice(0, MAX_STATS_PEERS)) {
+      for (const id of [...this.unreported[kind]].slice(0, wire.max_stats_peers)) {
         out[id] = this[kind].get(id);
         this.unreported[kind].delete(id);
       }
@@ -163,7 +138,7 @@ export class ViewerSwarm {
       this.haveDirty = false;
     }
     const now = Date.now();
-    if (this.connecting && this.openPeers() < WANTED_CONNECTIONS && now - this.lastMorePeers > MORE_PEERS_EVERY) {
+    if (this.connecting && this.openPeers() < WANTED_CONNECTIONS && now - this.lastMorePeers > wire.ask_peers_every_ms) {
       this.lastMorePeers = now;
       this._signal({ t: "peers" });
     }
@@ -203,7 +178,7 @@ export class ViewerSwarm {
     }
     for (const { id, have } of peers || []) {
       if (id === this.myId || this.connections.has(id) || this.dropped.has(id)) continue;
-      if (this.connections.size >= MAX_CONNECTIONS) break;
+      if (this.connections.size >= wire.max_peer_connections) break;
       const c = this._connection(id, true);
       this._hint(id, have);
       this._offer(c).catch(() => this._close(id));
@@ -238,7 +213,7 @@ export class ViewerSwarm {
         c = null;
       }
       if (!c) {
-        if (this.connections.size >= MAX_CONNECTIONS) return;
+        if (this.connections.size >= wire.max_peer_connections) return;
         c = this._connection(from, false);
       }
       await c.pc.setRemoteDescription({ type: "offer", sdp: String(data.sdp) });
@@ -277,18 +252,18 @@ export class ViewerSwarm {
     pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(pc.connectionState)) this._close(id);
     };
-    if (initiator) this._channel(c, pc.createDataChannel("pieces", { ordered: true }));
-    else pc.ondatachannel = (event) => event.channel.label === "pieces" && this._channel(c, event.channel);
+    if (initiator) this._channel(c, pc.createDataChannel(wire.data_channel_label, { ordered: true }));
+    else pc.ondatachannel = (event) => event.channel.label === wire.data_channel_label && this._channel(c, event.channel);
     c.timeout = setTimeout(() => {
       if (!c.open) this._close(id);
-    }, CONNECT_TIMEOUT);
+    }, wire.connect_timeout_ms);
     return c;
   }
 
   _channel(c, dc) {
     c.dc = dc;
     dc.binaryType = "arraybuffer";
-    dc.bufferedAmountLowThreshold = LOW_WATER;
+    dc.bufferedAmountLowThreshold = wire.channel_low_water_bytes;
     dc.onopen = () => {
       c.open = true;
       clearTimeout(c.timeout);
@@ -300,7 +275,7 @@ export class ViewerSwarm {
     dc.onbufferedamountlow = () => this._pump(c);
     dc.onmessage = (event) => {
       try {
-        this._fromPeer(c, unpackMessage(event.data));
+        this._fromPeer(c, decodePeerMessage(event.data, this.count));
       } catch (err) {
         this.drop(c.id, `malformed message: ${err.message}`);
       }
@@ -340,33 +315,24 @@ export class ViewerSwarm {
   _fromPeer(c, message) {
     if (this.connections.get(c.id) !== c) return; // closed: what was still queued does not count
     const index = message.i;
-    const checkIndex = () => {
-      if (!Number.isInteger(index) || index < 0 || index >= this.count) throw new ProtocolError(`piece ${index}`);
-    };
     switch (message.t) {
       case "have":
-        if (message.have !== undefined) this.picker.peerHas(c.id, indicesIn(message.have, this.count));
-        else {
-          checkIndex();
-          this.picker.peerHas(c.id, [index]);
-        }
+        this.picker.peerHas(c.id, message.pieces ?? [index]);
         this.hooks.changed();
         return;
       case "request":
-        checkIndex();
-        if (c.queue.length >= MAX_OUTSTANDING || !this.hooks.getPiece(index)) this._send(c, { t: "reject", i: index });
-        else {
+        if (c.queue.length >= wire.max_outstanding_requests || !this.hooks.getPiece(index)) {
+          this._send(c, { t: "reject", i: index });
+        } else {
           c.queue.push(index);
           this._pump(c);
         }
         return;
       case "cancel":
-        checkIndex();
         c.queue = c.queue.filter((i) => i !== index);
         if (c.sending && c.sending.index === index) c.sending = null;
         return;
       case "reject":
-        checkIndex();
         if (c.incoming.delete(index)) {
           const peer = this.picker.peers.get(c.id);
           if (peer) peer.has[index] = 0;
@@ -374,11 +340,8 @@ export class ViewerSwarm {
         }
         return;
       case "piece":
-        checkIndex();
         this._chunk(c, index, message.o, message.d);
         return;
-      default:
-        throw new ProtocolError(`unknown message ${message.t}`);
     }
   }
 
@@ -405,7 +368,7 @@ export class ViewerSwarm {
 
   // Send queued pieces while the channel's buffer has room.
   _pump(c) {
-    while (c.open && c.dc.bufferedAmount < HIGH_WATER) {
+    while (c.open && c.dc.bufferedAmount < wire.channel_high_water_bytes) {
       if (!c.sending) {
         const index = c.queue.shift();
         if (index === undefined) return;
@@ -417,7 +380,7 @@ export class ViewerSwarm {
         c.sending = { index, bytes, offset: 0 };
       }
       const s = c.sending;
-      const end = Math.min(s.offset + CHUNK, s.bytes.length);
+      const end = Math.min(s.offset + wire.piece_chunk_bytes, s.bytes.length);
       this._send(c, { t: "piece", i: s.index, o: s.offset, d: s.bytes.subarray(s.offset, end) });
       s.offset = end;
       if (s.offset >= s.bytes.length) {

@@ -13,11 +13,13 @@
 // That keeps time to first frame and seeks as fast as plain HTTP while later
 // viewers take nearly every piece from earlier ones.
 
-export const MAX_OUTSTANDING = 4;
-export const REQUEST_TIMEOUT = 4000; // ms without progress before a peer request is given up
-export const PEER_PATIENCE = 1500; // ms an urgent piece waits on peers before HTTP
-export const HTTP_PARALLEL = 3;
-export const MAX_STRIKES = 3; // timeouts after which a peer is asked nothing more
+import { wire } from "./codec.js";
+
+export const MAX_OUTSTANDING = wire.max_outstanding_requests;
+export const REQUEST_TIMEOUT = wire.request_timeout_ms; // without progress before a peer request is given up
+export const PEER_PATIENCE = wire.peer_patience_ms; // an urgent piece waits on peers before HTTP
+export const HTTP_PARALLEL = wire.http_parallel_fetches;
+export const MAX_STRIKES = wire.max_request_timeouts_per_peer; // after which a peer is asked nothing more
 
 export class Picker {
   constructor(count) {
