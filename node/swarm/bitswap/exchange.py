@@ -64,7 +64,8 @@ class BlockExchange:
         set_handlers(host, PROTOCOLS, self._inbound)
 
     def is_banned(self, peer: ID) -> bool:
-        return self.ledger.is_banned(peer, trio.current_time())
+        # The clock only for a peer that was banned: /metrics asks from a worker thread, without one.
+        return self.ledger.ban_ends(peer) is not None and self.ledger.is_banned(peer, trio.current_time())
 
     @property
     def blocks_served(self) -> int:
