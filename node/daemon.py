@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -31,10 +32,11 @@ from .swarm.viewers.hub import ViewerHub
 log = logging.getLogger("medianode.daemon")
 
 
-def gateway_settings(config: NodeConfig) -> GatewaySettings:
+def gateway_settings(config: NodeConfig, bound_url: str) -> GatewaySettings:
+    """The gateway's settings, made once: URLs handed out start with ``public_url``, else ``bound_url``."""
     gateway = config.gateway
     return GatewaySettings(
-        gateway.base_url(),
+        gateway.public_url or bound_url,
         gateway.max_upload,
         config.data_dir,
         config.chunk_size,
@@ -57,10 +59,11 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     hyper = hypercorn_config(config.gateway.listen)
     hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
     hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
-    settings = gateway_settings(config)
     from .gateway.api import upload_expiry_timing
 
     sweep_every, upload_max_age = upload_expiry_timing()  # a bad override fails here, before anything opens
+    gateway_socket, base = bind_listener(hyper)
+    settings = gateway_settings(config, base)
     try:
         async with (
             open_swarm(
@@ -93,13 +96,11 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, signaling)
             nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
                                upload_max_age)  # fmt: skip
-            binds: list[str] = await nursery.start(lambda task_status: serve_http(
+            hyper.bind = [f"fd://{gateway_socket.detach()}"]  # Hypercorn's socket owns the descriptor from here
+            await nursery.start(lambda task_status: serve_http(
                 app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
             ))  # fmt: skip
-            base = binds[0].rstrip("/")
             s3_url = await start_s3(nursery, store, config, stop) if config.s3.enabled else None
-            if not config.gateway.public_url:
-                settings.public_url = base  # the port actually bound, also when 0 was asked for
             admin_token["token"] = write_api_file(config.data_dir, base)
             seeding = trio.CancelScope()
             if config.viewers.seed_hubs:
@@ -110,6 +111,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             signaling.close_all()
             nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
+        gateway_socket.close()  # if it was never handed to Hypercorn; a detached socket has nothing to close
         remove_api_file(config.data_dir)
         tokens.close()
         store.close()
@@ -143,6 +145,15 @@ def hypercorn_config(listen: tuple[str, int]) -> GuardedConfig:
     hyper.keep_alive_timeout = 75.0
     hyper.h11_max_incomplete_size = 64 * 1024
     return hyper
+
+
+def bind_listener(hyper: GuardedConfig) -> tuple[socket.socket, str]:
+    """Bind ``hyper``'s address now, with Hypercorn's own socket options, and return the socket and its URL:
+    the port the system chose when 0 was asked for is known before the app is built, so its settings are made
+    once. Hypercorn listens on the socket when it is handed over as ``fd://``."""
+    (sock,) = hyper.create_sockets().insecure_sockets
+    host, port = sock.getsockname()[:2]
+    return sock, f"http://{url_host(host)}:{port}"
 
 
 async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:
