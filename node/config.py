@@ -137,8 +137,11 @@ def _chunk_size(value: int) -> int:
     return value
 
 
-SIZE = Kind('a size such as "500MiB", "20GiB", "1TB" or a number of bytes', lambda v: _is_int(v) or
-            isinstance(v, str), parse_size)  # fmt: skip
+SIZE = Kind(
+    'a size such as "500MiB", "20GiB", "1TB" or a number of bytes',
+    lambda v: _is_int(v) or isinstance(v, str),
+    parse_size,
+)
 # "false" in quotes is still false: it was true (bool("false")) until the table, for every flag but [s3] enabled.
 FLAG = Kind("true or false", lambda v: isinstance(v, bool) or v in ("true", "false"), lambda v: v in (True, "true"))
 COUNT = Kind("a whole number, 0 or more", lambda v: _is_int(v) and v >= 0)
@@ -167,6 +170,8 @@ STUN_URLS = Kind("a list of stun: or stuns: URLs", lambda v: _strings(v, ("stun:
 
 @dataclass(frozen=True)
 class Setting:
+    """One key of ``config.toml``; ``comment`` is its explanation in the template."""
+
     section: str
     key: str
     kind: Kind
