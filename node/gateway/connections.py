@@ -27,6 +27,19 @@ The Hypercorn 0.18 faults (trio worker, HTTP/1.1):
 - ``TCPServer.protocol_send`` shields ``send_all``, so the graceful-timeout cancel of a shutdown never
   reaches a send blocked on a client that stopped reading and ``serve`` does not stop.
   :class:`GuardedTCPServer` closes the socket when its connection is cancelled, which wakes the send.
+- ``TCPServer._close`` half-closes the socket (``send_eof``) without the ``send_lock`` every other send
+  takes. A WebSocket whose client sends its close frame as the app closes has two tasks on the socket:
+  the app's task ends the connection (``send_eof``, which yields inside trio's send-conflict check) while
+  the reading task answers the client's close frame (``send_all``). Trio raises ``BusyResourceError`` in
+  the second, ``protocol_send`` catches only ``Broken``/``ClosedResourceError``, and from the reading task
+  the error left ``TCPServer.run`` into the server's nursery: any client could end ``serve``.
+  :class:`GuardedStream` serialises its sends and half-close on one lock, and :class:`GuardedTCPServer`
+  ends (and logs) a connection on any error it raises, so no error of one connection reaches the others.
+- The WebSocket ping task (``websocket_ping_interval``, 30 s in node/daemon.py) sleeps its interval
+  before it sees that its socket closed, and ``TCPServer.run`` returns only when it has: a closed
+  WebSocket held its slot of the per-address bound for up to 30 s. The connection's sleeps now end when
+  its socket closes, and the slot is released once the socket is closed and no application call of the
+  connection is still running (the work a client leaves behind still counts against its address).
 
 Hypercorn builds its ``TCPServer`` by name inside ``hypercorn.trio.run``; :func:`serve` puts the
 subclass there (it behaves as Hypercorn's own for a config that is not a :class:`GuardedConfig`).
@@ -37,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import logging
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -50,13 +64,16 @@ from hypercorn.events import Event, Updated
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, LifespanState
+from hypercorn.typing import AppWrapper, ASGIReceiveCallable, ASGISendCallable, LifespanState
+from hypercorn.typing import Scope as HypercornScope
 from starlette.types import Message, Receive, Scope, Send
 
 from ..config import ConfigError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus  # the stubs libp2p installs hide trio's own TaskStatus from mypy
+
+log = logging.getLogger("medianode.gateway")
 
 App = Callable[..., Awaitable[None]]  # an ASGI app (the gateway's is typed with dicts, Starlette's with mappings)
 
@@ -186,6 +203,15 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         self.limits = limits
         self.awaiting_headers = True
         self.header_deadline: float | None = None
+        # Hypercorn's own lock covers its send_all calls but not the send_eof of its _close (see the module's
+        # doc); every send of the socket takes this one, so trio never sees two at once.
+        self.sending = trio.Lock()
+        self.closed = trio.Event()  # set when the socket is closed, whoever closed it
+
+    def close_socket(self) -> None:
+        """Close the socket now: wakes a send or receive blocked on it, which then ends the connection."""
+        self.inner.socket.close()
+        self.closed.set()
 
     def headers_awaited(self, awaited: bool) -> None:
         self.awaiting_headers = awaited
@@ -209,21 +235,70 @@ class GuardedStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        for start in range(0, max(len(view), 1), SEND_SLICE):
-            with trio.move_on_after(self.limits.send_idle_timeout):
-                await self.inner.send_all(view[start : start + SEND_SLICE])
-                continue
-            self.inner.socket.close()  # wakes the reader as well, so the whole connection ends
-            raise trio.BrokenResourceError("the client stopped reading the response")
+        async with self.sending:
+            for start in range(0, max(len(view), 1), SEND_SLICE):
+                with trio.move_on_after(self.limits.send_idle_timeout):
+                    await self.inner.send_all(view[start : start + SEND_SLICE])
+                    continue
+                self.close_socket()  # wakes the reader as well, so the whole connection ends
+                raise trio.BrokenResourceError("the client stopped reading the response")
 
     async def wait_send_all_might_not_block(self) -> None:
-        await self.inner.wait_send_all_might_not_block()
+        async with self.sending:
+            await self.inner.wait_send_all_might_not_block()
 
     async def send_eof(self) -> None:
-        await self.inner.send_eof()
+        # After a send in progress (bounded by the send-idle bound, and woken by a close of the socket), so
+        # what it sends (a WebSocket's close frame) reaches the client before the end.
+        async with self.sending:
+            await self.inner.send_eof()
 
     async def aclose(self) -> None:
-        await self.inner.aclose()
+        try:
+            await self.inner.aclose()
+        finally:
+            self.closed.set()
+
+
+class ConnectionContext:
+    """One connection's view of the worker's :class:`WorkerContext`: the same in everything but ``sleep``,
+    which ends early when the connection's socket is closed. Hypercorn's WebSocket ping task sleeps
+    its interval (30 s) between pings, and ``TCPServer.run`` waits for it after the socket closed."""
+
+    def __init__(self, worker: WorkerContext, closed: trio.Event) -> None:
+        self._worker = worker
+        self._closed = closed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._worker, name)
+
+    async def sleep(self, wait: float) -> None:
+        with trio.move_on_after(wait):
+            await self._closed.wait()
+
+
+class TrackedApp:
+    """The ASGI app of one connection, counting its calls still running (see :class:`GuardedTCPServer`)."""
+
+    def __init__(self, app: AppWrapper, ended: Callable[[], None]) -> None:
+        self.app = app
+        self.ended = ended
+        self.running = 0
+
+    async def __call__(
+        self,
+        scope: HypercornScope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        self.running += 1
+        try:
+            await self.app(scope, receive, send, sync_spawn, call_soon)
+        finally:
+            self.running -= 1
+            self.ended()
 
 
 class GuardedTCPServer(TCPServer):
@@ -239,10 +314,15 @@ class GuardedTCPServer(TCPServer):
         stream: trio.SSLStream,
     ) -> None:
         self.guarded: GuardedStream | None = None
+        self.tracked: TrackedApp | None = None
         self.scope = trio.CancelScope()  # the whole connection, Hypercorn's tasks for it included
+        self.release: Callable[[], None] | None = None  # frees this connection's slot of its address's bound
         if isinstance(config, GuardedConfig) and isinstance(stream, trio.SocketStream):
             self.guarded = GuardedStream(stream, config.limits)
             stream = cast(Any, self.guarded)  # Hypercorn takes a stream without do_handshake as plain TCP
+            context = cast(WorkerContext, ConnectionContext(context, self.guarded.closed))
+            self.tracked = TrackedApp(app, self._release_if_done)
+            app = self.tracked
         super().__init__(app, config, context, state, stream)
 
     async def run(self) -> None:
@@ -258,14 +338,33 @@ class GuardedTCPServer(TCPServer):
         if not counter.admit(key):
             await self._refuse(self.guarded.inner)
             return
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                counter.release(key)
+
+        self.release = release
         try:
             with self.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._close_when_cancelled)
+                    nursery.start_soon(self._release_when_closed)
                     await super().run()
                     nursery.cancel_scope.cancel()
+        except* Exception as errors:
+            # Last resort: whatever Hypercorn, the stream or this class raised ends this connection, not
+            # the server's nursery (and with it every other connection and serve).
+            log.error(
+                "connection ended by an unexpected error",
+                exc_info=errors,
+                extra={"fields": {"client": key, "error": repr(errors.exceptions[0])}},
+            )
+            self.guarded.close_socket()
         finally:
-            counter.release(key)
+            release()
 
     async def _close_when_cancelled(self) -> None:
         """Hypercorn's sends are shielded: when this connection is cancelled (the end of a graceful
@@ -274,7 +373,24 @@ class GuardedTCPServer(TCPServer):
         try:
             await trio.sleep_forever()
         finally:
-            self.guarded.inner.socket.close()
+            self.guarded.close_socket()
+
+    async def _release_when_closed(self) -> None:
+        assert self.guarded is not None
+        await self.guarded.closed.wait()
+        self._release_if_done()
+
+    def _release_if_done(self) -> None:
+        """The slot goes when the socket is closed and no application call of the connection runs: what
+        else Hypercorn still has going for it (a WebSocket's ping task) holds nothing of the client's."""
+        if (
+            self.release is not None
+            and self.guarded is not None
+            and self.guarded.closed.is_set()
+            and self.tracked is not None
+            and not self.tracked.running
+        ):
+            self.release()
 
     @staticmethod
     async def _refuse(stream: trio.SocketStream) -> None:
