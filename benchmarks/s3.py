@@ -99,7 +99,7 @@ UPLOAD_TIMEOUT = 600  # seconds botocore waits on one response
 VARIANTS = {"default checksums": None, "when_required": "when_required"}  # request_checksum_calculation
 SHOWN_HEADERS = re.compile(r"^(x-amz-(content-sha256|checksum-.*|sdk-checksum-algorithm|trailer|decoded-.*)|"
                            r"content-(length|encoding|md5)|transfer-encoding|expect)$", re.I)  # fmt: skip
-GENERIC_FRAMES = ("threading.py", "trio/", "outcome/", "queue.py", "runpy", "concurrent/futures", "node/cli.py")
+GENERIC_FRAMES = ("threading.py", "trio/", "outcome/", "queue.py", "runpy", "concurrent/futures", "node/cli/")
 
 
 @dataclass

@@ -85,7 +85,7 @@ GENERIC_FRAMES = (
     "queue.py",
     "runpy",
     "(swarm.py:",
-    "node/cli.py",
+    "node/cli/",
     "contextlib.py",
 )
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
