@@ -88,8 +88,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     # pay a second or more to start otherwise.
     import trio
 
-    from ..daemon import run_node, with_overrides
+    from ..daemon import limit_malloc_arenas, run_node, with_overrides
 
+    limit_malloc_arenas()  # before any thread allocates
     gateway = parse_listen(args.gateway) if args.gateway else None
     s3: tuple[str, int] | bool | None = False if args.no_s3 else (parse_listen(args.s3) if args.s3 else None)
     config = with_overrides(
