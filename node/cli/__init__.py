@@ -18,8 +18,6 @@ from pathlib import Path
 from .. import __version__
 from ..config import default_data_dir
 from ..errors import MedianodeError
-from ..gateway.s3.catalog import CatalogError
-from ..gateway.tokens import TokenError
 from ..logs import setup_logging
 from . import files, pins, s3, serve, swarm, tokens, watch
 from .commands import Commands
@@ -28,10 +26,6 @@ from .output import EXIT_FAILED, CommandError, Output
 __all__ = ["CommandError", "build_parser", "main"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
-
-# The root, and beside it the errors a command reports that do not derive from it yet; each of those leaves this
-# tuple once its layer puts it under the root.
-REPORTED_ERRORS: tuple[type[Exception], ...] = (MedianodeError, TokenError, CatalogError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +80,7 @@ def error_line(exc: BaseException) -> str | None:
         # What trio's nurseries raise out of serve: reported when every error in it is of those kinds.
         lines = [error_line(inner) for inner in exc.exceptions]
         return None if None in lines else lines[0]
-    if isinstance(exc, REPORTED_ERRORS):
+    if isinstance(exc, MedianodeError):
         return str(exc)
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""

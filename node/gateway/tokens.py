@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InvalidRequest
 from ..smalldb import open_small_db
 
 PREFIX = "mn_"
 
 
-class TokenError(ValueError):
-    pass
+class TokenError(InvalidRequest, ValueError):
+    """A token name or limit refused, or a token that does not exist (one line for the CLI)."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...errors import InvalidRequest
 from ...smalldb import open_small_db
 from ...storage.cid import CID
 
@@ -80,7 +81,7 @@ ACCESS_KEY_ALPHABET = string.ascii_uppercase + string.digits
 OBJECT_COLUMNS = "bucket, key, cid, size, etag, modified, public, headers, parts"
 
 
-class CatalogError(ValueError):
+class CatalogError(InvalidRequest, ValueError):
     """A key name or limit the CLI refuses (one line, no traceback)."""
 
 
