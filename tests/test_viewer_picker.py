@@ -128,7 +128,7 @@ def test_nothing_goes_to_http_during_the_grace_unless_peers_fail() -> None:
 
 
 def test_http_takes_only_pieces_no_connected_peer_has() -> None:
-    p = picker(count=6)
+    p = PiecePicker([SIZE] * 6, (), 0.0, http_parallel=4)  # room for every piece no peer has
     p.add_peer("a")
     p.peer_has("a", [0, 1])
     assert sorted(p.http_fetches(PEER_PATIENCE)) == [2, 3, 4, 5]
@@ -146,12 +146,12 @@ def test_http_fetches_are_bounded_and_resume_when_one_ends() -> None:
 
 
 def test_http_starts_where_asked_and_wraps_around() -> None:
-    p = PiecePicker([SIZE] * 6, [4], 0.0, http_start=3)
+    p = PiecePicker([SIZE] * 6, [4], 0.0, http_start=3, http_parallel=4)
     assert p.http_fetches(PEER_PATIENCE) == [3, 5, 0, 1]
 
 
 def test_http_moves_elsewhere_when_a_peer_fetched_the_same_piece() -> None:
-    p = PiecePicker([SIZE] * 100, [], 0.0, rng=random.Random(7))
+    p = PiecePicker([SIZE] * 100, [], 0.0, rng=random.Random(7), http_parallel=4)
     assert p.http_fetches(PEER_PATIENCE) == [0, 1, 2, 3]
     p.add_peer("a")
     p.peer_has("a", [0])  # "a" got piece 0 while we were fetching it too
