@@ -113,25 +113,45 @@ def address_key(ip: str) -> str:
     return str(address)
 
 
+@dataclass(slots=True)
+class TokenBucket:
+    """At most ``burst`` tokens, refilled at ``rate`` per second since ``when``; each take costs one."""
+
+    rate: float
+    burst: float
+    tokens: float
+    when: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate, burst, burst, now)
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.when) * self.rate)
+        self.when = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class Buckets(Generic[K]):
     """Token buckets by key; a key whose bucket has refilled is forgotten, so memory follows recent use."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate, self.burst = rate, burst
-        self._buckets: dict[K, tuple[float, float]] = {}  # key -> (tokens, when), least recently used first
+        self._buckets: dict[K, TokenBucket] = {}  # least recently used first
 
     def take(self, key: K, now: float) -> bool:
         full_after = self.burst / self.rate if self.rate > 0 else float("inf")
         while self._buckets:
             oldest = next(iter(self._buckets))
-            if now - self._buckets[oldest][1] < full_after:
+            if now - self._buckets[oldest].when < full_after:
                 break
             del self._buckets[oldest]
-        tokens, when = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - when) * self.rate)
-        taken = tokens >= 1
-        self._buckets[key] = (tokens - 1 if taken else tokens, now)
-        return taken
+        bucket = self._buckets.pop(key, None) or TokenBucket.full(self.rate, self.burst, now)
+        self._buckets[key] = bucket
+        return bucket.take(now)
 
 
 class Audience:
@@ -179,10 +199,8 @@ class Viewer:
     ip: str
     address: str
     have: bytes
-    tokens: float
-    refilled: float
-    stats_tokens: float
-    stats_refilled: float
+    relay_tokens: TokenBucket
+    stats_tokens: TokenBucket
     peers_asked: float = float("-inf")
     reported_http: int = 0
     peer_counted: int = 0  # confirmed bytes this membership received from peers
@@ -252,8 +270,9 @@ class ViewerHub:
             swarm = self.swarms[cid] = Swarm(pieces, size)
         self._expire(swarm, now)
         limits = self.limits
-        viewer = Viewer(secrets.token_hex(8), cid, ip, address, message.have, limits.relay_burst, now,
-                        limits.stats_burst, now)  # fmt: skip
+        relays = TokenBucket.full(limits.relays_per_second, limits.relay_burst, now)
+        stats = TokenBucket.full(limits.stats_per_second, limits.stats_burst, now)
+        viewer = Viewer(secrets.token_hex(8), cid, ip, address, message.have, relays, stats)
         introductions = self._introductions(swarm, viewer)
         swarm.viewers[viewer.id] = viewer
         swarm.per_address[address] += 1
@@ -302,7 +321,7 @@ class ViewerHub:
                 viewer.have = have
                 return []
             case Relay(to, data):
-                if not self._take_token(viewer, now):
+                if not viewer.relay_tokens.take(now):
                     return []  # over the rate: dropped, as a lossy network would
                 if to not in swarm.viewers or to == viewer_id:
                     return []  # that viewer left (or never was): its peer will time out the attempt
@@ -315,7 +334,7 @@ class ViewerHub:
             case Stats(http, got, sent):
                 if viewer_id in got or viewer_id in sent:
                     raise ProtocolError("stats name the viewer itself as its peer")
-                if not self._take_stats_token(viewer, now):
+                if not viewer.stats_tokens.take(now):
                     return []  # over the rate: dropped (the counts are cumulative; the next one catches up)
                 self._expire(swarm, now)
                 self._count_http(viewer, swarm, http)
@@ -351,24 +370,6 @@ class ViewerHub:
         random.shuffle(others)
         others.sort(key=lambda v: sum(b.bit_count() for b in v.have), reverse=True)
         return [{"id": v.id, "have": v.have} for v in others[:INTRODUCTIONS]]
-
-    def _take_token(self, viewer: Viewer, now: float) -> bool:
-        elapsed = max(0.0, now - viewer.refilled)
-        viewer.tokens = min(self.limits.relay_burst, viewer.tokens + elapsed * self.limits.relays_per_second)
-        viewer.refilled = now
-        if viewer.tokens < 1:
-            return False
-        viewer.tokens -= 1
-        return True
-
-    def _take_stats_token(self, viewer: Viewer, now: float) -> bool:
-        elapsed = max(0.0, now - viewer.stats_refilled)
-        viewer.stats_tokens = min(self.limits.stats_burst, viewer.stats_tokens + elapsed * self.limits.stats_per_second)
-        viewer.stats_refilled = now
-        if viewer.stats_tokens < 1:
-            return False
-        viewer.stats_tokens -= 1
-        return True
 
     def _count_http(self, viewer: Viewer, swarm: Swarm, http: int) -> None:
         """The viewer's own claim: the increase counts, up to the clip's size for this membership."""
