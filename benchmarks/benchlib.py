@@ -1,9 +1,12 @@
-"""What the benchmark scripts share: test files, a warm page cache, the medianode command."""
+"""What the benchmark scripts share: test files, a warm page cache, the medianode command, py-spy profiles."""
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,3 +32,30 @@ def warm(path: Path) -> None:
 
 def medianode(data_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "node.cli", "--data-dir", str(data_dir), *args]
+
+
+@dataclass
+class ProfileCounts:
+    """Samples of a py-spy ``--format raw`` file (collapsed stacks, ``frame;frame;... count``), counted by
+    thread (its first frame, as ``thread_of`` names it), by the function on top, and by every frame below."""
+
+    samples: int = 0
+    threads: collections.Counter[str] = field(default_factory=collections.Counter)
+    own: collections.Counter[str] = field(default_factory=collections.Counter)
+    total: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def count_profile(path: Path, thread_of: Callable[[str], str] = str) -> ProfileCounts:
+    counts = ProfileCounts()
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        n = int(count)
+        counts.samples += n
+        counts.threads[thread_of(frames[0])] += n
+        counts.own[frames[-1]] += n
+        for frame in set(frames[1:]):
+            counts.total[frame] += n
+    return counts

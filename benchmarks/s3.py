@@ -85,7 +85,7 @@ from gateway import (
 )
 from swarm import cpu_seconds, machine_cpu_seconds
 
-from benchlib import REPO, MiB, make_file, medianode, warm
+from benchlib import REPO, MiB, count_profile, make_file, medianode, warm
 
 GNU_TIME = "/usr/bin/time"
 CURL = shutil.which("curl") or "curl"
@@ -466,21 +466,8 @@ def summarise_profile(path: Path) -> list[str]:
     """Top threads and functions of a py-spy ``--format raw --threads`` file (``thread;frame;... count``)."""
     if not path.exists() or not path.stat().st_size:
         return [f"(no profile at {path.name})"]
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    threads: collections.Counter[str] = collections.Counter()
-    samples = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        n = int(count)
-        samples += n
-        threads[thread_kind(frames[0])] += n
-        own[frames[-1]] += n
-        for frame in set(frames[1:]):
-            total[frame] += n
+    counts = count_profile(path, thread_kind)
+    own, total, threads, samples = counts.own, counts.total, counts.threads, counts.samples
     out = [f"{samples} samples of active threads, about {samples / PROFILE_RATE:.1f} thread-seconds"]
     out += [f"  {name}: {n / samples:.0%}" for name, n in threads.most_common()]
     out.append("  self time:")

@@ -50,7 +50,6 @@ is printed; missed targets only show in the table.
 from __future__ import annotations
 
 import argparse
-import collections
 import hashlib
 import json
 import os
@@ -66,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import REPO, MiB, make_file, medianode, warm
+from benchlib import REPO, MiB, count_profile, make_file, medianode, warm
 
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 RAW_PROTOCOL = "/medianode-bench/raw/1.0.0"
@@ -702,21 +701,8 @@ def summarise_profile(path: Path, seconds_hint: str) -> list[str]:
     """Top functions of a py-spy ``--format raw`` file (collapsed stacks: ``frame;frame;... count``)."""
     if not path.exists():
         return [f"(no profile at {path})"]
-    own: collections.Counter[str] = collections.Counter()
-    total: collections.Counter[str] = collections.Counter()
-    threads: collections.Counter[str] = collections.Counter()
-    samples = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        n = int(count)
-        samples += n
-        threads[frames[0]] += n
-        own[frames[-1]] += n
-        for frame in set(frames[1:]):
-            total[frame] += n
+    counts = count_profile(path)
+    own, total, threads, samples = counts.own, counts.total, counts.threads, counts.samples
     out = [f"{samples} samples with the GIL held, about {samples / PROFILE_RATE:.1f} s ({seconds_hint})"]
     out += [f"  thread {name}: {n / samples:.0%}" for name, n in threads.most_common(4)]
     out.append("  self time:")
