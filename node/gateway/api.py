@@ -67,12 +67,11 @@ from .attachment import AttachmentCache, MediaFacts, attachment_object
 from .http import HTTPProblem, filename_param, parse_cid, problem_for, problem_response
 from .metrics import Metrics
 from .settings import GatewaySettings
-from .stages import Stages, feed_in_batches
+from .stages import FEED_BATCH, Stages, feed_in_batches
 from .tokens import TokenInfo, TokenStore
 
 log = logging.getLogger("medianode.gateway")
 
-FEED_BATCH = 1024 * 1024  # bytes handed to the hashing thread at a time
 TUS_VERSION = "1.0.0"
 UPLOAD_TTL = 24 * 3600  # seconds a tus upload is kept after its creation (unfinished) or completion
 UPLOAD_SWEEP_EVERY = 3600.0  # seconds between looks for expired tus uploads while serve runs

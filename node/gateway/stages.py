@@ -30,6 +30,7 @@ from types import TracebackType
 import trio
 
 _END = None
+FEED_BATCH = 1024 * 1024  # bytes of a body handed to the consumers at a time
 
 
 class _Consumer:

@@ -31,12 +31,11 @@ from ...storage.errors import NoSpace, QuotaExceeded
 from ...storage.importer import BalancedFileBuilder, ChunkFeeder
 from ...storage.store import BlockStore, ImportBatch
 from ...storage.unixfs import Child
-from ..stages import Stages, feed_in_batches
+from ..stages import FEED_BATCH, Stages, feed_in_batches
 from .catalog import Catalog, Part, Upload, object_holder, part_holder
 from .checksums import BodyChecks
 from .errors import S3Error
 
-FEED_BATCH = 1024 * 1024  # bytes handed to the hashing thread at a time
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_OBJECT_SIZE = 5 * 1024**3  # a single PUT or one part, as S3
 MAX_PARTS = 10000

@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from ...storage.errors import StoreError
 from ...storage.store import BlockStore
 from ..ranges import RangeError, parse_range
+from ..stages import FEED_BATCH
 from . import etag as etags
 from . import listing, names, sigv4, xml
 from .body import BodyReader
@@ -46,7 +47,7 @@ from .catalog import Catalog, ObjectRecord, Part, object_holder, part_holder
 from .checksums import BodyChecks
 from .chunked import decoder_for
 from .errors import S3Error, access_denied, invalid_request
-from .objects import FEED_BATCH, MAX_PARTS, MIN_PART_SIZE, ObjectWriter, quota_exceeded
+from .objects import MAX_PARTS, MIN_PART_SIZE, ObjectWriter, quota_exceeded
 
 log = logging.getLogger("medianode.s3")
 
