@@ -1,4 +1,8 @@
-"""Shared test helpers: deterministic content and running the real ``medianode`` command."""
+"""Shared test helpers: deterministic content and running the real ``medianode`` command.
+
+``tests/fast/`` is pure code on a real disk (no IP socket, no process: enforced below);
+``tests/integration/`` runs processes, servers, kubo, Helia and Chromium. ``.ci/run`` runs both.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,45 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-INTEROP = REPO / "tests" / "interop"
+TESTS = Path(__file__).resolve().parent  # tests/: vectors/, interop/, js/ beside fast/ and integration/
+REPO = TESTS.parent
+INTEROP = TESTS / "interop"
+FAST = TESTS / "fast"
+
+
+class NotFast(AssertionError):
+    """A test under tests/fast/ reached for the network or a process: it belongs in tests/integration/."""
+
+
+def _refuse(what: str) -> Any:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise NotFast(f"a fast test {what}: move it to tests/integration/")
+
+    return refused
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_stay_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/fast/ holds the tests that need no socket beyond a socketpair and no process; this holds them to it
+    (trio's own wakeup socketpair is AF_UNIX and unaffected)."""
+    if not request.path.is_relative_to(FAST):
+        return
+    import socket
+
+    real_bind, real_connect = socket.socket.bind, socket.socket.connect
+
+    def inet(sock: socket.socket) -> bool:
+        return sock.family in (socket.AF_INET, socket.AF_INET6)
+
+    def bind(sock: socket.socket, address: Any) -> None:
+        _refuse("bound an IP socket")() if inet(sock) else real_bind(sock, address)
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        _refuse("connected an IP socket")() if inet(sock) else real_connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "bind", bind)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(subprocess.Popen, "__init__", _refuse("started a process"))
 
 
 def interop_modules() -> Path:
@@ -42,7 +83,7 @@ def interop_modules() -> Path:
 
 
 SHARED_VECTORS = REPO.parent / "shared" / "vectors" / "unixfs-cids.json"
-LOCAL_VECTORS = Path(__file__).resolve().parent / "vectors" / "unixfs-trees.json"
+LOCAL_VECTORS = TESTS / "vectors" / "unixfs-trees.json"
 
 
 def gen(n: int, seed: bytes = b"jsanchors-v1") -> bytes:

@@ -3,7 +3,7 @@ balanced trees of any leaf kind, and CAR files holding them.
 
 ``ipfs add`` without flags makes CIDv0 DAGs whose leaves are dag-pb nodes with the bytes in their
 UnixFS ``Data``; our importer makes only raw leaves, so tests of reading, exporting and fetching
-such content build it here (tests/test_kubo.py checks the same paths against a real kubo).
+such content build it here (tests/integration/test_kubo.py checks the same paths against a real kubo).
 """
 
 from __future__ import annotations

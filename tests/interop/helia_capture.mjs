@@ -1,5 +1,5 @@
 // A Helia node on 127.0.0.1 driven one JSON command per line on stdin, for tests/vectors/capture_bitswap.py
-// (Helia 7 / js-libp2p 3 on Node 20, installed as tests/test_helia.py installs it; run from that directory).
+// (Helia 7 / js-libp2p 3 on Node 20, installed as tests/integration/test_helia.py installs it; run from that directory).
 //   node helia_capture.mjs
 // prints {"peerId","multiaddrs"} when ready, then answers each command with one JSON line carrying its "id".
 // Commands run concurrently (a fetch that waits does not hold up the next command):

@@ -7,7 +7,7 @@
 Run it with the scratch venv's Python (moto and boto3 must never go into the project's venv). It starts
 `moto_server -H 127.0.0.1` on a free port, creates the bucket `media` with a CORS rule allowing GET
 and HEAD from any origin, installs tests/interop/package.json with npm into the tests' cache directory
-(the one tests/test_helia.py uses), runs each harness in each of its modes and prints one line per run:
+(the one tests/integration/test_helia.py uses), runs each harness in each of its modes and prints one line per run:
 "PASS name" or "FAIL name" with the harness's reason, then "N passed, N failed". With --wiretap every
 request goes through s3_wiretap.py and is recorded in that file.
 

@@ -1,5 +1,5 @@
 // The browser's clip builder against the DAGs in tests/vectors/viewer_clips.json: node --test tests/js/
-// The Python clip builder takes the same vectors in tests/test_viewer_contract.py.
+// The Python clip builder takes the same vectors in tests/fast/test_viewer_contract.py.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";

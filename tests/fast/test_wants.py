@@ -96,7 +96,7 @@ def test_corrupt_or_unasked_blocks_are_reported_unwanted() -> None:
     s.next_requests(0)
     for junk in cids(3, b"junk"):
         assert s.on_block("liar", junk, 0.1) is Verdict.UNWANTED
-    assert s.take_drops() == []  # the ledger counts these (tests/test_swarm.py: the liar is dropped)
+    assert s.take_drops() == []  # the ledger counts these (tests/integration/test_swarm.py: the liar is dropped)
     assert s.missing == set(cids(3))
 
 

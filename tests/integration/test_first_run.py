@@ -19,7 +19,8 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
+from conftest import REPO
+
 SOCKET_TABLES = ("tcp", "tcp6", "udp", "udp6", "raw", "raw6")
 
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import TESTS
 from node.swarm.bitswap.wire import MAX_MESSAGE_SIZE, FrameReader, Presence, WantType, decode_message
 
-CORPUS = Path(__file__).resolve().parent / "vectors" / "bitswap"
+CORPUS = TESTS / "vectors" / "bitswap"
 INDEX: dict[str, Any] = json.loads((CORPUS / "index.json").read_text())
 FRAMES: list[dict[str, Any]] = INDEX["frames"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Node, gen
+from conftest import REPO, Node, gen
 
 MiB = 1024 * 1024
 
@@ -281,7 +281,7 @@ medianode cat "$cid" | cmp - {tmp_path / "little"} || exit 12
         ["unshare", "-rm", "bash", "-c", script],
         capture_output=True,
         env=env,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=REPO,
         timeout=120,
     )
     assert run.returncode == 0, run.stderr.decode()

@@ -32,9 +32,9 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from conftest import Node, Served, gen
+from conftest import TESTS, Node, Served, gen
 
-HARNESS = Path(__file__).resolve().parent / "interop" / "kubo_node.py"
+HARNESS = TESTS / "interop" / "kubo_node.py"
 MiB = 1024 * 1024
 START_TIMEOUT = 60.0
 

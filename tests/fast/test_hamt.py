@@ -11,12 +11,11 @@ import json
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import gen
+from conftest import TESTS, gen
 from node.storage import hamt
 from node.storage.cid import CID, DAG_PB, RAW
 from node.storage.dagpb import PBLink, PBNode, decode_node, encode_node
@@ -25,7 +24,7 @@ from node.storage.importer import import_tree
 from node.storage.protobuf import bytes_field, varint_field
 from node.storage.unixfs import Child, NodeType, UnixFSError, decode_unixfs, directory_node
 
-VECTORS = json.loads((Path(__file__).resolve().parent / "vectors" / "hamt-dirs.json").read_text())
+VECTORS = json.loads((TESTS / "vectors" / "hamt-dirs.json").read_text())
 CASES: list[dict[str, Any]] = VECTORS["dirs"]
 
 

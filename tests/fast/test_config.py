@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from conftest import TESTS
 from node.config import (
     CONFIG_NAME,
     SETTINGS,
@@ -27,7 +28,7 @@ from node.storage.store import StoreConfig
 GiB = 1024**3
 MiB = 1024**2
 # config.toml exactly as `medianode init` wrote it before the settings table: operators' files look like it.
-TEMPLATE_BEFORE_TABLE = Path(__file__).parent / "vectors" / "config-before-settings-table.toml"
+TEMPLATE_BEFORE_TABLE = TESTS / "vectors" / "config-before-settings-table.toml"
 
 
 def defaults_for(data_dir: Path) -> NodeConfig:

@@ -1,6 +1,6 @@
 """Content as kubo makes it by default (CIDv0, dag-pb leaves) and identity CIDs, through the store and the CLI.
 
-tests/test_kubo.py trades such content with a real kubo; these build it by hand (tests/dags.py)
+tests/integration/test_kubo.py trades such content with a real kubo; these build it by hand (tests/dags.py)
 so every read path is checked on it without a network: ranges read only the nodes over them,
 export keeps every CID as its parent names it, identity CIDs answer from the CID itself.
 """

@@ -2,7 +2,7 @@
 
 Objects are files in the store with the CIDs ``add`` gives; identical uploads share one copy; a
 private or deleted object leaves every public path; each bad input is refused with S3's code and
-leaves the store as it was. tests/test_s3_clients.py runs the JavaScript and Ruby SDKs' flows.
+leaves the store as it was. tests/integration/test_s3_clients.py runs the JavaScript and Ruby SDKs' flows.
 """
 
 from __future__ import annotations

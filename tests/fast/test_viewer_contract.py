@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
+from conftest import TESTS
 from node.storage.cid import CID
 from node.swarm.viewers import protocol
 from node.swarm.viewers.clip import ViewerError, clip_from_blocks
@@ -26,7 +26,7 @@ from node.swarm.viewers.protocol import (
     pack,
 )
 
-CLIPS = json.loads((Path(__file__).parent / "vectors" / "viewer_clips.json").read_text())["cases"]
+CLIPS = json.loads((TESTS / "vectors" / "viewer_clips.json").read_text())["cases"]
 PIECES = CONTRACT["data_channel_pieces"]
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-JS_TESTS = Path(__file__).parent / "js"
+from conftest import TESTS
+
+JS_TESTS = TESTS / "js"
 
 
 def test_piece_picker_under_node() -> None:
