@@ -8,16 +8,14 @@ other peer it hears of arrives as a ``PeerInfo``. ``Swarm`` dials them.
 
 Why it is built this way. zeroconf (python-zeroconf, a py-libp2p dependency)
 does the multicast DNS: probing, announcing, answering, caching, goodbyes.
-It runs its own asyncio loop in one thread, the only thread this module
-adds; every call into zeroconf is a coroutine handed to that loop, so trio
-never blocks on it, and trio awaits the result through a done-callback that
-wakes it with ``TrioToken.run_sync_soon``. Browser callbacks run on the
-zeroconf loop; a peer found there crosses into trio the same way, with
-``run_sync_soon`` and ``send_nowait`` on a bounded channel. That call never
-waits for trio (``trio.from_thread.run_sync`` would: the zeroconf loop could
-then sit waiting on trio while trio, closing zeroconf, waits on the loop); a
-peer that finds the channel full, closed or trio gone is dropped: it is
-announced again. py-libp2p 0.8.1's own ``MDNSDiscovery`` is not used: its
+It is an asyncio library: it runs on the node's asyncio bridge
+(``node.swarm.asyncio_bridge``, one loop in one thread, the one this module
+adds; zeroconf attaches to that running loop instead of starting its own).
+Every call into zeroconf is a coroutine run there with ``bridge.run``, so
+trio never blocks on it. Browser callbacks run on that loop; a peer found
+there crosses into trio with ``bridge.to_trio`` and ``send_nowait`` on a
+bounded channel, which never waits for trio; a peer that finds the channel
+full, closed or trio gone is dropped: it is announced again. py-libp2p 0.8.1's own ``MDNSDiscovery`` is not used: its
 start blocks the caller for the whole probe (about a second), spawns an
 ownerless trio system task, runs two more browser threads that write the
 peerstore and sleep between retries, announces ``/ip4/0.0.0.0/...`` when
@@ -42,7 +40,6 @@ announcement).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import ipaddress
 import logging
@@ -51,7 +48,7 @@ import secrets
 import string
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import ifaddr
 import multiaddr
@@ -59,7 +56,9 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from .asyncio_bridge import AsyncioBridge, open_asyncio_bridge
 
 log = logging.getLogger("medianode.swarm")
 
@@ -70,7 +69,6 @@ MAX_ADDRS = 8  # addresses taken from one announcement
 RESOLVE_TIMEOUT_MS = 3000
 STOP_TIMEOUT = 3.0
 
-T = TypeVar("T")
 _TCP4 = re.compile(r"/ip4/([0-9.]+)/tcp/([0-9]+)")
 _KEY = re.compile(rb"dnsaddr[0-9]*")  # py-libp2p 0.8.1 writes dnsaddr=, dnsaddr2=, dnsaddr3=...
 
@@ -215,23 +213,6 @@ class _Responder:
             await (await self.zc.async_unregister_service(self.info))
 
 
-async def _result(future: concurrent.futures.Future[T]) -> T:
-    """Wait in trio, without a thread, for a coroutine running on zeroconf's loop."""
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
-
-    def wake(_: object) -> None:
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(done.set)
-
-    future.add_done_callback(wake)
-    try:
-        await done.wait()
-    finally:
-        future.cancel()  # no-op once done
-    return future.result()
-
-
 def _adopt_zeroconf_logging() -> None:
     """zeroconf logs socket errors as warnings to Python's last-resort handler: keep them in
     our format, and only with ``-vv``/``MEDIANODE_LOG=debug`` (as py-libp2p's, see node.logs)."""
@@ -249,55 +230,57 @@ async def open_mdns(peer_id: str, listen: list[str]) -> AsyncIterator[trio.Memor
     TCP address, sockets refused) it logs why and yields a channel that stays empty."""
     send, receive = trio.open_memory_channel[PeerInfo](QUEUE)
     addrs, interfaces = announced_addrs(listen)
-    zc: Zeroconf | None = None
     if not addrs:
         log.info("mDNS off: no IPv4 TCP address to announce", extra={"fields": {"listen": listen}})
-    else:
-        _adopt_zeroconf_logging()
-        try:
-            zc = Zeroconf(interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only)
-        except (OSError, RuntimeError) as exc:
-            log.warning("mDNS unavailable", extra={"fields": {"error": repr(exc)}})
-    if zc is None:
         async with send:
             yield receive
         return
-    assert zc.loop is not None
-    loop = zc.loop
-    token = trio.lowlevel.current_trio_token()
+    _adopt_zeroconf_logging()
+    async with open_asyncio_bridge(AsyncioBridge(trio.lowlevel.current_trio_token())) as bridge:
 
-    def deliver(peer: PeerInfo) -> None:  # in trio, from run_sync_soon: must not raise
-        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            send.send_nowait(peer)
+        async def start_zeroconf() -> AsyncZeroconf:  # on the bridge's loop, so zeroconf adopts it
+            return AsyncZeroconf(interfaces=interfaces or InterfaceChoice.All, ip_version=IPVersion.V4Only)
 
-    def found(peer: PeerInfo) -> None:  # on zeroconf's loop
-        log.debug("peer announced on the LAN", extra={"fields": {"peer": str(peer.peer_id)}})
-        with contextlib.suppress(trio.RunFinishedError):
-            token.run_sync_soon(deliver, peer)
-
-    name = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32))
-    ips = list(dict.fromkeys(a.split("/")[2] for a in addrs))
-    info = ServiceInfo(
-        SERVICE,
-        f"{name}.{SERVICE}",
-        port=int(addrs[0].rsplit("/", 1)[1]),
-        properties=encode_txt(addrs, peer_id),
-        server=f"{name}.local.",
-        host_ttl=TTL,
-        other_ttl=TTL,
-        parsed_addresses=ips,
-    )
-    responder = _Responder(zc, info, peer_id, found)
-    try:
         try:
-            await _result(asyncio.run_coroutine_threadsafe(responder.start(), loop))
-            log.info("mDNS on", extra={"fields": {"announce": addrs, "interfaces": interfaces or "all"}})
-        except Exception as exc:
+            azc = await bridge.run(start_zeroconf)
+        except (OSError, RuntimeError) as exc:
             log.warning("mDNS unavailable", extra={"fields": {"error": repr(exc)}})
-        yield receive
-    finally:
-        # Stopping anyway: the goodbye is a courtesy, so its failure is not reported.
-        with trio.CancelScope(shield=True), trio.move_on_after(STOP_TIMEOUT), contextlib.suppress(Exception):
-            await _result(asyncio.run_coroutine_threadsafe(responder.stop(), loop))
-        zc.close()  # blocks briefly: nothing left to unregister; stops and joins zeroconf's thread
-        send.close()
+            async with send:
+                yield receive
+            return
+
+        def deliver(peer: PeerInfo) -> None:  # in trio: must not raise
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                send.send_nowait(peer)
+
+        def found(peer: PeerInfo) -> None:  # on the bridge's loop
+            log.debug("peer announced on the LAN", extra={"fields": {"peer": str(peer.peer_id)}})
+            bridge.to_trio(deliver, peer)
+
+        name = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(32))
+        ips = list(dict.fromkeys(a.split("/")[2] for a in addrs))
+        info = ServiceInfo(
+            SERVICE,
+            f"{name}.{SERVICE}",
+            port=int(addrs[0].rsplit("/", 1)[1]),
+            properties=encode_txt(addrs, peer_id),
+            server=f"{name}.local.",
+            host_ttl=TTL,
+            other_ttl=TTL,
+            parsed_addresses=ips,
+        )
+        responder = _Responder(azc.zeroconf, info, peer_id, found)
+        try:
+            try:
+                await bridge.run(responder.start)
+                log.info("mDNS on", extra={"fields": {"announce": addrs, "interfaces": interfaces or "all"}})
+            except Exception as exc:
+                log.warning("mDNS unavailable", extra={"fields": {"error": repr(exc)}})
+            yield receive
+        finally:
+            # Stopping anyway: the goodbye is a courtesy, so its failure is not reported.
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await bridge.run(responder.stop, timeout=STOP_TIMEOUT)
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await bridge.run(azc.async_close, timeout=STOP_TIMEOUT)
+            send.close()

@@ -8,6 +8,7 @@ import threading
 import pytest
 import trio
 
+from node.swarm import asyncio_bridge
 from node.swarm.viewers import rtc_bridge
 from node.swarm.viewers.rtc_bridge import ChannelClosed, ChannelMessage, ChannelOpen, RtcError, RtcPeer, open_rtc_bridge
 
@@ -96,7 +97,7 @@ def test_closing_one_side_ends_the_other_and_closing_the_bridge_closes_the_rest(
 
 
 def test_a_peer_sending_faster_than_we_read_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rtc_bridge, "MAX_BACKLOG", 8)
+    monkeypatch.setattr(asyncio_bridge, "MAX_BACKLOG", 8)
 
     async def main() -> RtcPeer:
         async with open_rtc_bridge(loopback_only=True) as bridge:

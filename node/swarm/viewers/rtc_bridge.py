@@ -1,13 +1,10 @@
-"""The one place where asyncio (aiortc's world) meets trio (the node's): WebRTC data channels for trio code.
+"""WebRTC data channels (aiortc, an asyncio library) for trio code.
 
-``open_rtc_bridge()`` is an async context manager used inside trio: it runs
-one asyncio event loop in one thread for as long as it is open, owned by a
-trio task that starts the thread and waits for it to end. Trio code calls
-into asyncio with ``RtcBridge.run`` (await the result; cancelling the trio
-side cancels the asyncio task, and a timeout can be given), and asyncio
-callbacks hand events back with ``TrioToken.run_sync_soon`` into trio memory
-channels. Leaving the context closes every RTCPeerConnection the bridge
-made, cancels what asyncio tasks remain, and ends the thread.
+``open_rtc_bridge()`` opens the node's asyncio bridge
+(``node.swarm.asyncio_bridge``: one asyncio loop in one thread, owned by the
+trio task that opens it; ``run`` to call into asyncio, ``deliver`` to hand
+events back into trio memory channels). Leaving the context also closes
+every RTCPeerConnection the bridge made, then ends the loop.
 
 ``RtcPeer`` is the trio face of one RTCPeerConnection with one ordered,
 reliable data channel: offer or answer, take the other side's answer and
@@ -39,15 +36,14 @@ import trio
 from aiortc import RTCConfiguration, RTCDataChannel, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from ..asyncio_bridge import AsyncioBridge, BridgeClosed, open_asyncio_bridge
 from .protocol import CHANNEL_HIGH_WATER, CHANNEL_LOW_WATER
 
 log = logging.getLogger("medianode.rtc")
 
 T = TypeVar("T")
 
-CANCEL_GRACE = 5.0  # seconds a cancelled asyncio task gets to finish before trio stops waiting for it
 CLOSE_TIMEOUT = 5.0  # seconds for closing all connections when the bridge closes
-MAX_BACKLOG = 1024  # messages received but not yet taken by trio before the connection is dropped as a flood
 
 
 class RtcError(Exception):
@@ -95,93 +91,15 @@ PeerEvent = ChannelOpen | ChannelMessage | ChannelClosed
 # ---------------------------------------------------------------- the bridge
 
 
-class RtcBridge:
+class RtcBridge(AsyncioBridge):
+    """The asyncio bridge, plus the RTCPeerConnections it made: closed (bounded) when it stops."""
+
+    thread_name = "medianode-webrtc"
+
     def __init__(self, token: trio.lowlevel.TrioToken, loopback_only: bool) -> None:
-        self.token = token
+        super().__init__(token)
         self.loopback_only = loopback_only
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future[None] | None = None
-        self._stop_requested = False
         self._connections: set[RTCPeerConnection] = set()  # touched only on the asyncio thread
-        self._pending: set[trio.Event] = set()  # calls waiting for their asyncio task (trio thread only)
-
-    # -- crossing over
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is None:
-            raise RtcError("the WebRTC bridge is not running")
-        return loop
-
-    async def run(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float | None = None) -> T:
-        """Run ``fn(*args)`` as a task on the asyncio loop and return its result.
-
-        Cancelling the caller (or ``timeout`` passing, which raises
-        ``trio.TooSlowError``) cancels the asyncio task and waits, shielded, up
-        to ``CANCEL_GRACE`` seconds for it to end, so nothing it does outlives
-        the call unnoticed.
-        """
-        loop = self.loop
-        finished = trio.Event()
-        started: list[asyncio.Task[T]] = []
-
-        async def call() -> T:  # fn(*args) inside the task, so that even a bad call ends it with an error
-            return await fn(*args)
-
-        def start() -> None:  # on the asyncio thread
-            task = loop.create_task(call())
-            task.add_done_callback(lambda _: self.to_trio(finished.set))
-            started.append(task)
-
-        def cancel() -> None:  # on the asyncio thread, after start (callbacks keep their order)
-            if started:
-                started[0].cancel()
-
-        try:
-            loop.call_soon_threadsafe(start)
-        except RuntimeError:  # the loop closed just now
-            raise RtcError("the WebRTC bridge is closed") from None
-        self._pending.add(finished)
-        try:
-            with trio.fail_after(timeout) if timeout is not None else contextlib.nullcontext():
-                await finished.wait()
-        except BaseException:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(cancel)
-            with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_GRACE):
-                await finished.wait()
-            raise
-        finally:
-            self._pending.discard(finished)
-        if not started or started[0].cancelled():
-            raise RtcError("the WebRTC bridge closed during the call")
-        return started[0].result()
-
-    def call_soon(self, fn: Callable[..., object], *args: Any) -> None:
-        """Run a plain function on the asyncio loop without waiting for it (order is kept among calls)."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed: the connections are gone anyway
-            self.loop.call_soon_threadsafe(fn, *args)
-
-    def to_trio(self, fn: Callable[[], object]) -> None:
-        """Run ``fn`` in the trio thread soon; from any thread. Dropped once trio has finished."""
-        with contextlib.suppress(trio.RunFinishedError):
-            self.token.run_sync_soon(fn)
-
-    def deliver(self, channel: trio.MemorySendChannel[T], item: T, on_flood: Callable[[], object]) -> None:
-        """From asyncio: put ``item`` into a trio channel; call ``on_flood`` (in trio) if its reader is
-        ``MAX_BACKLOG`` items behind, and drop items whose reader is gone."""
-
-        def put() -> None:
-            if channel.statistics().current_buffer_used >= MAX_BACKLOG:
-                on_flood()
-                return
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                channel.send_nowait(item)
-
-        self.to_trio(put)
-
-    # -- connections
 
     async def open_peer(self, stun_urls: Sequence[str]) -> RtcPeer:
         """A new RTCPeerConnection using ``stun_urls`` (an empty list means no STUN at all)."""
@@ -196,37 +114,10 @@ class RtcBridge:
     def _untrack(self, connection: RTCPeerConnection) -> None:
         self._connections.discard(connection)
 
-    # -- the asyncio thread
-
-    def _request_stop(self) -> None:
-        """From the asyncio thread: end ``_main`` (also if it has not started yet)."""
-        self._stop_requested = True
-        if self._stop is not None and not self._stop.done():
-            self._stop.set_result(None)
-
-    def _thread_main(self, ready: trio.Event, ended: trio.Event) -> None:
+    def thread_setup(self) -> None:
         _thread_state.loopback_only = self.loopback_only
-        try:
-            asyncio.run(self._main(ready))
-        finally:
-            self._loop = None
-            self.to_trio(ready.set)  # in case _main never got to it
-            self.to_trio(self._release_pending)
-            self.to_trio(ended.set)
 
-    def _release_pending(self) -> None:
-        """In trio, once the loop has ended: wake calls whose task never ran (they raise RtcError)."""
-        for finished in self._pending:
-            finished.set()
-
-    async def _main(self, ready: trio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        loop.set_exception_handler(_log_asyncio_error)
-        self._stop = loop.create_future()
-        self._loop = loop
-        self.to_trio(ready.set)
-        if not self._stop_requested:
-            await self._stop
+    async def before_stop(self) -> None:
         connections = list(self._connections)
         self._connections.clear()
         if connections:
@@ -234,41 +125,17 @@ class RtcBridge:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
-        # asyncio.run then cancels the tasks aiortc and aioice left and shuts down their executor.
-
-
-def _log_asyncio_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    log.debug("asyncio: %s", context.get("message"), exc_info=context.get("exception"))
+        # Then the bridge ends the loop, cancelling the tasks aiortc and aioice left.
 
 
 @contextlib.asynccontextmanager
 async def open_rtc_bridge(loopback_only: bool = False) -> AsyncIterator[RtcBridge]:
-    """Run the asyncio loop for WebRTC while the context is open (see the module docstring).
-
-    The task that enters the context owns the loop's thread: it starts it,
-    and on the way out stops it and waits, shielded, until it has ended. No
-    nursery is opened here, so the body's exceptions come out unwrapped.
-    """
+    """Run the asyncio loop for WebRTC while the context is open (``node.swarm.asyncio_bridge``):
+    the task that enters it owns the loop's thread; leaving closes every connection it made."""
     if loopback_only:
         _allow_loopback_switch()
-    bridge = RtcBridge(trio.lowlevel.current_trio_token(), loopback_only)
-    ready, ended = trio.Event(), trio.Event()
-    thread = threading.Thread(target=bridge._thread_main, args=(ready, ended), name="medianode-webrtc", daemon=True)
-    thread.start()
-    try:
-        with trio.CancelScope(shield=True):
-            await ready.wait()
-        if bridge._loop is None:
-            raise RtcError("the WebRTC event loop did not start")
+    async with open_asyncio_bridge(RtcBridge(trio.lowlevel.current_trio_token(), loopback_only)) as bridge:
         yield bridge
-    finally:
-        loop = bridge._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop closed on its own
-                loop.call_soon_threadsafe(bridge._request_stop)
-        with trio.CancelScope(shield=True):
-            await ended.wait()
-        thread.join()
 
 
 # ---------------------------------------------------------------- one connection
@@ -317,7 +184,7 @@ class RtcPeer:
         await self._call(self._send_paced, messages)
 
     async def close(self) -> None:
-        with trio.CancelScope(shield=True), contextlib.suppress(RtcError, trio.TooSlowError):
+        with trio.CancelScope(shield=True), contextlib.suppress(BridgeClosed, trio.TooSlowError):
             await self.bridge.run(self._close, "closed by us", timeout=CLOSE_TIMEOUT)
 
     async def _call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
@@ -325,6 +192,8 @@ class RtcPeer:
             return await self.bridge.run(fn, *args)
         except (RtcError, trio.TooSlowError):
             raise
+        except BridgeClosed as exc:
+            raise RtcError(str(exc)) from None
         except Exception as exc:  # aiortc raises many kinds for a bad SDP or candidate from the other side
             raise RtcError(f"{type(exc).__name__}: {exc}") from exc
 
