@@ -25,7 +25,7 @@ Prints one table. Each side runs in its own process, on 127.0.0.1 except in 6:
    that does not hold it, once C is connected to A; ``--ttfb-nodes`` fresh Cs,
    median and max. Reference: the same range from A's own gateway. Target: < 300 ms.
 5. Helia to Helia over Bitswap (tests/interop/helia_node.mjs ``serve``/``fetch``
-   with the Helia install tests/test_helia.py caches), ``--helia-size-mib`` MiB:
+   with the Helia install tests/integration/test_helia.py caches), ``--helia-size-mib`` MiB:
    the fetch process is timed whole, and minus a fetch process for a 1 KiB file
    (Node start, imports, dial).
 6. providers behind rate-limited uplinks (needs root: ``ip netns``, ``tc``;
@@ -516,7 +516,7 @@ class Bench:
         manifest = (REPO / "tests" / "interop" / "package.json").read_bytes()
         helia_dir = HELIA_CACHE / f"helia-{hashlib.sha256(manifest).hexdigest()[:12]}"
         if not (helia_dir / "node_modules" / "helia").exists():
-            return f"no Helia install in {helia_dir} (run tests/test_helia.py once)"
+            return f"no Helia install in {helia_dir} (run tests/integration/test_helia.py once)"
         shutil.copy(HELIA_SCRIPT, helia_dir / "helia_node.mjs")
         src = self.work / "helia.bin"
         make_file(src, size)

@@ -15,7 +15,7 @@ the walk then calls the source again from past the whole prefix (``skip_bound``)
 Non-goals: versions (ListObjectVersions), unordered listings, and I/O: the caller queries, then writes the page
 with ``xml.py``.
 
-Semantics (S3's, checked in ``tests/test_s3_listing.py`` against Ceph's s3-tests expectations, which are run
+Semantics (S3's, checked in ``tests/fast/test_s3_listing.py`` against Ceph's s3-tests expectations, which are run
 against AWS):
 - Order is by code point, which is UTF-8 byte order (SQLite's default BINARY collation; S3 lists "in UTF-8
   binary order").
