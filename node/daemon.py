@@ -18,8 +18,8 @@ from typing import Any
 
 import trio
 
+from .api_file import remove_api_file, write_api_file
 from .config import NodeConfig, url_host
-from .gateway.admin import remove_api_file, write_api_file
 from .gateway.app import build_app
 from .gateway.connections import ConnectionLimits, GuardedConfig
 from .gateway.connections import serve as serve_http

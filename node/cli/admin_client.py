@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..api_file import read_api_file
 from ..config import NodeConfig
 from .output import CommandError
 
-API_FILE = "api.json"  # written by serve (node.gateway.admin.API_FILE, whose module loads all of Starlette)
 TIMEOUT = 60  # seconds one call may take: provide and swarm connect wait on remote peers
 
 
@@ -23,10 +23,9 @@ def call_admin_api(config: NodeConfig, method: str, path: str, body: dict[str, A
     import urllib.error
     import urllib.request
 
-    try:
-        api = json.loads((config.data_dir / API_FILE).read_text())
-    except (OSError, ValueError):
-        raise CommandError(f"medianode serve is not running for {config.data_dir}") from None
+    api = read_api_file(config.data_dir)
+    if api is None:
+        raise CommandError(f"medianode serve is not running for {config.data_dir}")
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(api["url"] + path, data=data, method=method, headers={
         "Authorization": f"Bearer {api['token']}", "Content-Type": "application/json"})  # fmt: skip

@@ -1,19 +1,13 @@
 """The node's local admin API, for the ``medianode`` command while ``serve`` runs.
 
-``serve`` writes ``api.json`` (mode 0600) into the data directory with the
-gateway URL and an admin token made for this run; commands such as
-``medianode peers`` read it and call these endpoints with
-``Authorization: Bearer ADMIN_TOKEN``. Anyone who can read the data
-directory can administer the node, and nobody else.
+``serve`` publishes the gateway URL and an admin token made for this run in
+``api.json`` (node/api_file.py); commands such as ``medianode peers`` read
+it and call these endpoints with ``Authorization: Bearer ADMIN_TOKEN``.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
-import os
-import secrets
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -22,29 +16,6 @@ from starlette.routing import Route
 
 from ..storage.cid import CID
 from .http import HTTPProblem, parse_cid, problem_response
-
-API_FILE = "api.json"
-
-
-def write_api_file(data_dir: Path, url: str) -> str:
-    """Create this run's admin token and publish it with the URL; return the token."""
-    token = secrets.token_urlsafe(32)
-    path = data_dir / API_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, out)
-    os.replace(tmp, path)
-    return token
-
-
-def remove_api_file(data_dir: Path) -> None:
-    path = data_dir / API_FILE
-    try:
-        if json.loads(path.read_text()).get("pid") == os.getpid():
-            path.unlink()
-    except (OSError, ValueError):
-        pass
 
 
 def admin_routes(swarm: Any, token_holder: dict[str, str]) -> list[Route]:

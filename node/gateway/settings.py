@@ -1,4 +1,5 @@
-"""The gateway's settings, fixed when ``serve`` starts (see node/daemon.py)."""
+"""The gateway's settings, fixed when ``serve`` starts (made by node/daemon.py from the config; the defaults
+are in node/config.py's SETTINGS, not here)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,6 @@ class GatewaySettings:
     public_url: str  # what URLs handed to other servers start with, e.g. https://media.example
     max_upload: int  # bytes per upload
     data_dir: Path
-    chunk_size: int = 262144
-    cache_whole_max: int = 32 * 1024 * 1024  # after a partial read from peers: fetch files this small whole
-    read_ahead: int = 8 * 1024 * 1024  # larger ones: this many bytes past the range
+    chunk_size: int
+    cache_whole_max: int  # after a partial read from peers: fetch files this small whole
+    read_ahead: int  # larger ones: this many bytes past the range

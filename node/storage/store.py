@@ -43,7 +43,9 @@ __all__ = ["BlockStore", "CorruptReport", "DagStat", "DirEntry", "GCResult", "Im
 
 @dataclass(frozen=True)
 class StoreConfig:
-    quota: int = 10 * 1024**3  # bytes on disk; 0 means no limit
+    # Bytes on disk; 0 means no limit. A bare store has none: the node's quota is [storage] quota in
+    # config.toml (node/config.py's SETTINGS), the one place its default is written.
+    quota: int = 0
     hash_on_read: bool = False
 
 
