@@ -31,6 +31,7 @@ export class Clip {
                    lastPeerByteAt: null }; // prettier-ignore
     this.swarm = null;
     this.httpReported = 0; // HTTP bytes earlier swarm memberships reported: a new one reports the rest
+    this.sentBefore = 0; // bytes of whole pieces earlier swarm memberships sent to other viewers
     this.closed = false;
     this.holdHttpUntil = 0;
     this.abort = new AbortController();
@@ -88,6 +89,7 @@ export class Clip {
     if (!on && this.swarm) {
       this.swarm.close();
       this.httpReported += this.swarm.reportedHttp;
+      this.sentBefore += sumOf(this.swarm.sent);
       this.swarm = null;
     } else if (on && this.picker) {
       this._share();
@@ -122,6 +124,11 @@ export class Clip {
 
   peers() {
     return this.swarm ? this.swarm.openPeers() : 0;
+  }
+
+  // Bytes of verified pieces this page has sent to other viewers of the clip (what the hub is told as "sent").
+  bytesToPeers() {
+    return this.sentBefore + (this.swarm ? sumOf(this.swarm.sent) : 0);
   }
 
   verifiedPieces() {
@@ -247,6 +254,12 @@ export class Clip {
       this.evicted.add(index);
     }
   }
+}
+
+function sumOf(counts) {
+  let total = 0;
+  for (const bytes of counts.values()) total += bytes;
+  return total;
 }
 
 // Answers the Service Worker's questions for the clips this page has open.
