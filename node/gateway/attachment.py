@@ -4,25 +4,28 @@ The object is an ActivityStreams ``Document`` that Mastodon, PeerTube and
 Loops-style servers accept as an attachment: a single http(s) ``url`` string,
 ``mediaType``, ``digestMultibase`` (FEP-1311: base58btc multibase of the
 sha2-256 multihash of the whole file), ``size``, and for video ``width``,
-``height`` and ``duration`` (xsd:duration) when FFmpeg (PyAV) can read them.
-Results are cached per CID in the gateway database, since computing the
-digest reads the whole file.
+``height`` and ``duration`` (xsd:duration) when FFmpeg (PyAV) can read them,
+and for a video with a poster (``posters.py``) an ``icon``: the ``Image``
+Mastodon takes as a remote video's thumbnail (its ``thumbnail_remote_url``,
+read from ``icon.url``). Results are cached per CID in the gateway database,
+since computing the digest reads the whole file.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..smalldb import open_small_db
 from ..storage.cid import CID, base58btc_encode
+from ..storage.importer import DEFAULT_CHUNK_SIZE
 from ..storage.store import BlockStore
 from .mediatype import SNIFF_BYTES, sniff
+from .posters import Poster, PosterBook, StoreFile
 
 log = logging.getLogger("medianode.gateway")
 
@@ -37,6 +40,7 @@ class MediaFacts:
     width: int | None = None
     height: int | None = None
     duration: float | None = None
+    poster: Poster | None = None  # not cached with the rest: see PosterBook
 
     @property
     def digest_multibase(self) -> str:
@@ -48,7 +52,8 @@ def xsd_duration(seconds: float) -> str:
     return f"PT{text}S"
 
 
-def attachment_object(facts: MediaFacts, url: str) -> dict[str, Any]:
+def attachment_object(facts: MediaFacts, url: str, poster_url: str | None = None) -> dict[str, Any]:
+    """The ``Document``; ``poster_url`` is where the gateway serves ``facts.poster``."""
     obj: dict[str, Any] = {
         "type": "Document",
         "mediaType": facts.media_type,
@@ -62,38 +67,10 @@ def attachment_object(facts: MediaFacts, url: str) -> dict[str, Any]:
         obj["width"], obj["height"] = facts.width, facts.height
     if facts.duration:
         obj["duration"] = xsd_duration(facts.duration)
+    if facts.poster is not None and poster_url is not None:
+        obj["icon"] = {"type": "Image", "mediaType": "image/jpeg", "url": poster_url,
+                       "width": facts.poster.width, "height": facts.poster.height}  # fmt: skip
     return obj
-
-
-class StoreFile(io.RawIOBase):
-    """A read-only, seekable file over a stored UnixFS file (for FFmpeg probing)."""
-
-    def __init__(self, store: BlockStore, cid: CID) -> None:
-        self._store = store
-        self._cid = cid
-        self._size = store.file_size(cid)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), max(0, self._size - self._pos))
-        data = b"".join(self._store.read_range(self._cid, self._pos, want))
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 def probe_video(store: BlockStore, cid: CID) -> tuple[int | None, int | None, float | None]:
@@ -130,18 +107,20 @@ def media_facts(store: BlockStore, cid: CID, name: str | None, sha256: bytes | N
 
 
 class AttachmentCache:
-    """Media facts per CID, kept in the gateway database."""
+    """Media facts per CID, kept in the gateway database, with the clip's poster (made the first time)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         self._db = open_small_db(
             path,
             "CREATE TABLE IF NOT EXISTS media (cid BLOB PRIMARY KEY, name TEXT, size INTEGER NOT NULL, "
             "media_type TEXT NOT NULL, sha256 BLOB NOT NULL, width INTEGER, height INTEGER, duration REAL)",
         )
         self._lock = threading.Lock()
+        self.posters = PosterBook(path, chunk_size)
 
     def close(self) -> None:
         self._db.close()
+        self.posters.close()
 
     def get(self, cid: CID) -> MediaFacts | None:
         with self._lock:
@@ -159,10 +138,15 @@ class AttachmentCache:
                  facts.width, facts.height, facts.duration),
             )  # fmt: skip
 
-    def facts(self, store: BlockStore, cid: CID, name: str | None = None, sha256: bytes | None = None) -> MediaFacts:
-        cached = self.get(cid)
-        if cached is not None:
-            return cached
-        facts = media_facts(store, cid, name, sha256)
-        self.put(facts)
+    def facts(
+        self, store: BlockStore, cid: CID, name: str | None = None, sha256: bytes | None = None, poster: bool = True
+    ) -> MediaFacts:
+        """The facts, computed and cached the first time; with ``poster``, the poster too (made the first
+        time for a video: after the clip is stored, never failing for what the file holds)."""
+        facts = self.get(cid)
+        if facts is None:
+            facts = media_facts(store, cid, name, sha256)
+            self.put(facts)
+        if poster:
+            facts = replace(facts, poster=self.posters.poster(store, cid, facts.media_type))
         return facts
