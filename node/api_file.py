@@ -5,7 +5,7 @@ an admin token made for this run and its pid, and removes it on the way out;
 commands that act on the running node read it and call the admin API
 (node/gateway/admin.py) with ``Authorization: Bearer TOKEN``. Anyone who can
 read the data directory can administer the node, and nobody else. This module
-loads nothing but the standard library, since every such command starts here.
+loads next to nothing (the standard library and node/storage/files.py), since every such command starts here.
 """
 
 from __future__ import annotations
@@ -16,18 +16,15 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from .storage.files import replace_file
+
 API_FILE = "api.json"
 
 
 def write_api_file(data_dir: Path, url: str) -> str:
     """Create this run's admin token and publish it with the URL; return the token."""
     token = secrets.token_urlsafe(32)
-    path = data_dir / API_FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, out)
-    os.replace(tmp, path)
+    replace_file(data_dir / API_FILE, json.dumps({"url": url, "token": token, "pid": os.getpid()}).encode())
     return token
 
 

@@ -34,6 +34,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from ..errors import InvalidRequest, MedianodeError
 from ..logs import adopt_libp2p_logging
+from ..storage.files import replace_file
 
 adopt_libp2p_logging()
 
@@ -56,14 +57,7 @@ def load_identity(data_dir: Path) -> KeyPair:
     path = data_dir / IDENTITY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, os.urandom(32))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        replace_file(path, os.urandom(32))
     seed = path.read_bytes()
     if len(seed) != 32:
         raise IdentityError(f"{path} is not a 32-byte Ed25519 seed")
