@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-import anyio
-import anyio.from_thread
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -91,7 +89,7 @@ class Metrics:
                 self.registry.register(ViewerCollector(hub))
 
         async def metrics(request: Request) -> Response:
-            body = await anyio.to_thread.run_sync(generate_latest, self.registry)
+            body = await trio.to_thread.run_sync(generate_latest, self.registry)
             return Response(body, media_type=CONTENT_TYPE_LATEST)
 
         return metrics
@@ -148,7 +146,7 @@ class ViewerCollector(Collector):
         """The hub's figures, read on the event loop's thread (the hub is not thread-safe; a scrape runs in a
         worker thread); read directly when called outside one (no loop to ask)."""
         try:
-            return anyio.from_thread.run_sync(self._figures)
+            return trio.from_thread.run_sync(self._figures)
         except RuntimeError:
             return self._figures()
 

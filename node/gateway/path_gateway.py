@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import anyio
+import trio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
@@ -164,7 +164,7 @@ class Gateway:
         self._described: OrderedDict[CID, Described] = OrderedDict()
 
     async def run_sync(self, func: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(func, *args)
+        return await trio.to_thread.run_sync(func, *args)
 
     async def ipfs(self, request: Request, raw_path: str) -> Response:
         for _ in range(MAX_FETCH_ROUNDS):
@@ -197,9 +197,9 @@ class Gateway:
         from ..swarm.bitswap import FetchError  # only with a swarm: libp2p costs 0.6 s to import
 
         try:
-            with anyio.fail_after(FETCH_DEADLINE):
+            with trio.fail_after(FETCH_DEADLINE):
                 await fetch(*args)
-        except (FetchError, TimeoutError) as exc:
+        except (FetchError, trio.TooSlowError) as exc:
             reason = str(exc) or f"no provider answered within {FETCH_DEADLINE:.0f} s"
             return HTTPProblem(504, f"not stored here and not fetched from the swarm: {reason}", {"Retry-After": "10"})
         return None

@@ -27,7 +27,6 @@ import contextlib
 import logging
 from typing import Any
 
-import anyio
 import trio
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -119,7 +118,7 @@ class SignalingEndpoint:
                 cid = parse_cid(websocket.path_params["cid"])
             except HTTPProblem as problem:
                 raise Refused(f"malformed CID: {problem.reason}") from None
-            pieces, size = await anyio.to_thread.run_sync(self._pieces, cid)
+            pieces, size = await trio.to_thread.run_sync(self._pieces, cid)
             ip = websocket.client.host if websocket.client else "?"
             viewer_id, outgoing = self.hub.join(cid, ip, first, pieces, size, trio.current_time())
             send, outbox = trio.open_memory_channel[dict[str, Any]](OUTBOX)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import anyio
+import trio
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
@@ -60,10 +60,10 @@ class BodyReader:
         while not self.ended:
             pieces: list[bytes] = []
             held = 0
-            with anyio.move_on_after(self._idle_timeout) as scope:
+            with trio.move_on_after(self._idle_timeout) as scope:
                 while not self.ended and held < batch:
                     chunk = await self._next()
-                    scope.deadline = anyio.current_time() + self._idle_timeout
+                    scope.deadline = trio.current_time() + self._idle_timeout
                     if chunk:
                         pieces.append(chunk)
                         held += len(chunk)
@@ -81,7 +81,7 @@ class BodyReader:
         """Read and drop what is left of the body (at most ``DRAIN_LIMIT`` bytes and ``DRAIN_SECONDS``), so
         a client still sending gets the error instead of a reset connection."""
         left = DRAIN_LIMIT
-        with anyio.move_on_after(DRAIN_SECONDS):
+        with trio.move_on_after(DRAIN_SECONDS):
             try:
                 while not self.ended and left >= 0:
                     left -= len(await self._next())

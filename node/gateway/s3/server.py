@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import anyio
+import trio
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -396,13 +396,13 @@ class S3App:
         if call.method == "HEAD":
             return Response(status_code=status_code, headers=headers)
         if length <= PIECE:  # a player's seek: one trip to the worker thread and a plain response
-            body = await anyio.to_thread.run_sync(lambda: b"".join(self.store.read_range(record.cid, start, length)))
+            body = await trio.to_thread.run_sync(lambda: b"".join(self.store.read_range(record.cid, start, length)))
             return Response(body, status_code=status_code, headers=headers)
         return StreamingResponse(self.read(record, start, length), status_code=status_code, headers=headers)
 
     async def read(self, record: ObjectRecord, start: int, length: int) -> AsyncIterator[bytes]:
         pieces = self.store.read_range(record.cid, start, length, piece_size=PIECE)
-        while (piece := await anyio.to_thread.run_sync(next, pieces, None)) is not None:
+        while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
             yield piece
 
     def object_headers(self, record: ObjectRecord, query: Mapping[str, str]) -> dict[str, str]:
