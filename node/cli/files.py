@@ -1,5 +1,8 @@
 """Files and directories in the store: ``add``, ``cat``, ``get``, ``ls``, ``stat``, and CAR ``export`` / ``import``.
 
+``add`` of one video file also makes its poster (``node/gateway/posters.py``) once the file is stored; ``--json``
+names it (``poster``: its CID, or null).
+
 ``get`` fetches what the store lacks from peers first (``fetch.py``); the others read and write the local store
 only. ``get`` writes each file under a temporary name and renames it into place, so a failure leaves no half file.
 """
@@ -14,6 +17,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ..gateway.posters import DB_NAME, poster_after_add
 from ..storage.cid import CID, RAW
 from ..storage.importer import import_stream, tree_size
 from ..storage.store import BlockStore
@@ -87,10 +91,14 @@ def cmd_add(args: argparse.Namespace, out: Output) -> None:
             root = store.add_path(path, chunk_size, pin=not args.no_pin, hidden=args.hidden, name=name, progress=tick)
     size = root.content_size if root.cid.codec == RAW or root.content_size else store.stat(root.cid).size
     url = gateway_url(config, root.cid)
+    poster = None
+    if not args.recursive or not os.path.isdir(path):  # one file: its poster now (a tree's: when asked for)
+        poster = poster_after_add(config.data_dir / DB_NAME, store, root.cid, name, chunk_size)
     out.result(
-        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url},
+        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url,
+         "poster": str(poster.cid) if poster else None},
         f"added {root.cid} {name}\n{url}",
-    )
+    )  # fmt: skip
 
 
 def cmd_cat(args: argparse.Namespace, out: Output) -> None:

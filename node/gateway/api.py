@@ -9,7 +9,11 @@ reads stay public. Errors are JSON ``{"error": "..."}`` with a 4xx status.
   off, too large, or over the token's allowance stores nothing. Answers with
   the CID, size, media type, gateway URL and an ActivityPub attachment.
 - ``GET /api/v1/attachment/{cid}``: the same attachment for stored content.
-- ``POST|DELETE /api/v1/pin/{cid}``, ``GET /api/v1/pins``.
+  A video's attachment carries its poster as ``icon`` (``posters.py``), made
+  once the clip is stored.
+- ``POST|DELETE /api/v1/pin/{cid}``, ``GET /api/v1/pins`` (each pin with
+  ``poster``, its poster's ``/ipfs/`` path or null, and ``poster_of``, the
+  clip it is the poster of when someone pinned a poster, else null).
 - Resumable uploads, the tus 1.0.0 core protocol with the creation
   extension, so existing tus clients work:
   ``POST /api/v1/uploads`` (``Upload-Length``, optional ``Upload-Metadata``
@@ -52,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
+import trio
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -243,7 +247,7 @@ class WriteAPI:
         self.settings = settings
         self.metrics = metrics
         self.tokens = tokens
-        self.media = AttachmentCache(settings.data_dir / "gateway.sqlite")
+        self.media = AttachmentCache(settings.data_dir / "gateway.sqlite", settings.chunk_size)
         self.uploads_dir = settings.data_dir / "uploads"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)  # serve's upload_expiry task sweeps it
 
@@ -273,8 +277,13 @@ class WriteAPI:
     def gateway_url(self, cid: CID) -> str:
         return f"{self.settings.public_url.rstrip('/')}/ipfs/{cid}"
 
+    def attachment_for(self, facts: MediaFacts) -> dict[str, Any]:
+        poster_url = self.gateway_url(facts.poster.cid) if facts.poster else None
+        return attachment_object(facts, self.gateway_url(facts.cid), poster_url)
+
     async def result(self, outcome: ImportOutcome, name: str | None, pinned: bool) -> dict[str, Any]:
-        facts: MediaFacts = await anyio.to_thread.run_sync(
+        # The clip is stored and committed by now: its poster is made here (bounded; none on any failure).
+        facts: MediaFacts = await trio.to_thread.run_sync(
             self.media.facts, self.store, outcome.cid, name, outcome.sha256
         )
         url = self.gateway_url(outcome.cid)
@@ -285,7 +294,7 @@ class WriteAPI:
             "mediaType": facts.media_type,
             "url": url,
             "pinned": pinned,
-            "attachment": attachment_object(facts, url),
+            "attachment": self.attachment_for(facts),
         }
 
     async def import_chunks(
@@ -304,12 +313,12 @@ class WriteAPI:
             async with Stages([feeder.feed, digest.update]) as stages:
                 await feed_in_batches(chunks, stages, FEED_BATCH, limit, lambda size: self.too_large(token, size))
                 await stages.finish()
-            root, _ = await anyio.to_thread.run_sync(feeder.finish)
+            root, _ = await trio.to_thread.run_sync(feeder.finish)
             sha256 = digest.digest()
             if prepaid is None and not self.tokens.charge(token.name, feeder.size):
                 raise self.too_large(token, feeder.size, over_allowance=True)
             try:
-                await anyio.to_thread.run_sync(lambda: batch.commit([root.cid], name, feeder.size, pin))
+                await trio.to_thread.run_sync(lambda: batch.commit([root.cid], name, feeder.size, pin))
             except BaseException:
                 if prepaid is None:
                     self.tokens.refund(token.name, feeder.size)
@@ -368,25 +377,36 @@ class WriteAPI:
             raise HTTPProblem(404, f"{cid} is not in the store")
         if self.store.is_withheld(cid):
             raise HTTPProblem(410, f"{cid} is not public")
-        facts: MediaFacts = await anyio.to_thread.run_sync(self.media.facts, self.store, cid)
-        return JSONResponse(attachment_object(facts, self.gateway_url(cid)))
+        facts: MediaFacts = await trio.to_thread.run_sync(self.media.facts, self.store, cid)
+        return JSONResponse(self.attachment_for(facts))
 
     async def pin_add(self, request: Request) -> Response:
         self.authenticate(request)
         cid = parse_cid(request.path_params["cid"])
-        await anyio.to_thread.run_sync(self.store.pin_add, cid)
+        await trio.to_thread.run_sync(self.store.pin_add, cid)
+        await trio.to_thread.run_sync(self.media.posters.follow, self.store, cid)  # held again with its clip
         return JSONResponse({"cid": str(cid), "pinned": True})
 
     async def pin_rm(self, request: Request) -> Response:
         self.authenticate(request)
         cid = parse_cid(request.path_params["cid"])
-        await anyio.to_thread.run_sync(self.store.pin_rm, cid)
+        await trio.to_thread.run_sync(self.store.pin_rm, cid)
+        await trio.to_thread.run_sync(self.media.posters.follow, self.store, cid)  # released unless still held
         return JSONResponse({"cid": str(cid), "pinned": False})
 
     async def pins(self, request: Request) -> Response:
         self.authenticate(request)
-        pins = await anyio.to_thread.run_sync(self.store.pins)
-        return JSONResponse({"pins": [{"cid": str(c), "name": n, "created": t} for c, n, t in pins]})
+        pins = await trio.to_thread.run_sync(self.store.pins)
+        # Posters are holds, never pins; each pin names its poster, and a pin someone made of a poster
+        # says whose it is (``poster_of``), so a console can tell them from clips.
+        posters = await trio.to_thread.run_sync(self.media.posters.all)
+        clip_of = {poster: clip for clip, poster in posters.items()}
+        return JSONResponse({"pins": [
+            {"cid": str(c), "name": n, "created": t,
+             "poster": f"/ipfs/{posters[c]}" if c in posters else None,
+             "poster_of": str(clip_of[c]) if c in clip_of else None}
+            for c, n, t in pins
+        ]})  # fmt: skip
 
     # -- tus resumable uploads ------------------------------------------------------------------
 
@@ -553,10 +573,10 @@ class WriteAPI:
             async for chunk in request.stream():
                 if received + len(chunk) > room:
                     raise HTTPProblem(413, "PATCH body runs past Upload-Length")
-                await anyio.to_thread.run_sync(_write_all, fd, chunk)
+                await trio.to_thread.run_sync(_write_all, fd, chunk)
                 received += len(chunk)
         finally:
-            await anyio.to_thread.run_sync(os.fsync, fd)
+            await trio.to_thread.run_sync(os.fsync, fd)
         return received
 
     async def _import_part(
@@ -564,7 +584,7 @@ class WriteAPI:
     ) -> ImportOutcome:
         async def chunks() -> AsyncIterator[bytes]:
             with open(part, "rb") as source:
-                while piece := await anyio.to_thread.run_sync(source.read, FEED_BATCH):
+                while piece := await trio.to_thread.run_sync(source.read, FEED_BATCH):
                     yield piece
 
         return await self.import_chunks(chunks(), token, name, pin, prepaid=length)

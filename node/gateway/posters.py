@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from ..storage.cid import CID, CIDError
 from ..storage.errors import StoreError
 from ..storage.importer import DEFAULT_CHUNK_SIZE, import_stream
 from ..storage.store import BlockStore
+from .mediatype import SNIFF_BYTES, sniff
 
 log = logging.getLogger("medianode.gateway")
 
@@ -280,6 +282,20 @@ def release_orphans(store: BlockStore) -> int:
     return released
 
 
+def poster_after_add(db_path: Path, store: BlockStore, clip: CID, name: str | None,
+                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> Poster | None:  # fmt: skip
+    """For a command that stored a file and has no PosterBook open: its poster, or None; never raises for it."""
+    try:
+        book = PosterBook(db_path, chunk_size)
+    except (OSError, sqlite3.Error) as exc:
+        log.info("poster not made", extra={"fields": {"cid": str(clip), "error": str(exc)}})
+        return None
+    try:
+        return book.make_for(store, clip, name)
+    finally:
+        book.close()
+
+
 class PosterBook:
     """Which clip has which poster, or that it has none, in the gateway database; makes posters on demand."""
 
@@ -326,9 +342,33 @@ class PosterBook:
 
     def poster_cids(self) -> set[CID]:
         """Every recorded poster (for the feed to leave out)."""
+        return set(self.all().values())
+
+    def all(self) -> dict[CID, CID]:
+        """Every clip with a recorded poster: clip -> poster CID (no decoding, for listings)."""
         with self._lock:
-            rows = self._db.execute("SELECT poster FROM posters WHERE poster IS NOT NULL").fetchall()
-        return {CID.from_bytes(row[0]) for row in rows}
+            rows = self._db.execute("SELECT clip, poster FROM posters WHERE poster IS NOT NULL").fetchall()
+        return {CID.from_bytes(clip): CID.from_bytes(poster) for clip, poster in rows}
+
+    def follow(self, store: BlockStore, clip: CID) -> None:
+        """Keep ``clip``'s recorded poster as the clip is kept now (just pinned or unpinned); makes none."""
+        _, poster = self.recorded(clip)
+        if poster is None:
+            return
+        try:
+            if store.has(poster.cid):
+                keep_like_clip(store, clip, poster.cid)
+        except StoreError as exc:  # no room to hold it: it stays cache, and is held when next asked for
+            log.info("poster not held", extra={"fields": {"cid": str(clip), "error": str(exc)}})
+
+    def make_for(self, store: BlockStore, clip: CID, name: str | None = None) -> Poster | None:
+        """The poster of a file just stored (its media type sniffed here), as ``poster``."""
+        try:
+            head = b"".join(store.read_range(clip, 0, SNIFF_BYTES))
+        except (StoreError, ValueError) as exc:  # a directory, a damaged DAG: no poster
+            log.info("no poster", extra={"fields": {"cid": str(clip), "error": str(exc)}})
+            return None
+        return self.poster(store, clip, sniff(head, name))
 
     def poster(self, store: BlockStore, clip: CID, media_type: str) -> Poster | None:
         """``clip``'s poster: the recorded one (kept as its clip is now), else made now for a video and
@@ -346,9 +386,9 @@ class PosterBook:
             # A recorded poster whose blocks gc took (its clip was unpinned, then pinned again) is made again.
             still = render_poster(StoreFile(store, clip))
             made = store_poster(store, clip, still, self._chunk_size) if still is not None else None
-        except StoreError as exc:
-            # Blocks of the clip missing, or no room for the poster: try again another time.
+            self.record(clip, made)
+        except (StoreError, OSError, sqlite3.Error) as exc:
+            # Blocks of the clip missing, no room for the poster, the database busy: try another time.
             log.info("poster not made", extra={"fields": {"cid": str(clip), "error": str(exc)}})
             return None
-        self.record(clip, made)
         return made

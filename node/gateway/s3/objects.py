@@ -9,7 +9,9 @@ of their own, held privately until the upload completes; completing links their
 leaves under new nodes when every part but the last is a whole number of chunks
 (what boto3, the Ruby SDK and lib-storage send: 5 and 8 MiB parts), which costs
 no copy, and otherwise re-imports the parts' bytes in order. Either way the
-object's CID is the one ``add`` gives the whole file.
+object's CID is the one ``add`` gives the whole file. A stored video object
+(a PUT or a completed multipart upload, not a part) gets its poster
+(``posters.py``) before the write is answered.
 
 Order of writes, so a crash at any point leaves nothing a restart cannot mend:
 a hold is taken (with the blocks) before the catalogue names it, and the
@@ -24,13 +26,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import anyio
+import trio
 
 from ...storage.cid import CID
 from ...storage.errors import NoSpace, QuotaExceeded
 from ...storage.importer import BalancedFileBuilder, ChunkFeeder
 from ...storage.store import BlockStore, ImportBatch
 from ...storage.unixfs import Child
+from ..posters import PosterBook, media_db_path
 from ..stages import FEED_BATCH, Stages, feed_in_batches
 from .catalog import Catalog, Part, Upload, object_holder, part_holder
 from .checksums import BodyChecks
@@ -68,6 +71,11 @@ class ObjectWriter:
         self.store = store
         self.catalog = catalog
         self.chunk_size = chunk_size
+        self.posters = PosterBook(media_db_path(store), chunk_size)
+
+    async def make_poster(self, cid: CID, name: str) -> None:
+        """A stored object's poster, if it is a video (``posters.py``): bounded, and never failing the write."""
+        await trio.to_thread.run_sync(self.posters.make_for, self.store, cid, name)
 
     async def import_body(
         self,
@@ -95,11 +103,13 @@ class ObjectWriter:
             async with Stages(consumers) as stages:
                 await feed_in_batches(chunks, stages, FEED_BATCH, limit, lambda size: _too_big(size, room))
                 await stages.finish()
-            root, _ = await anyio.to_thread.run_sync(feeder.finish)
+            root, _ = await trio.to_thread.run_sync(feeder.finish)
             checksums = checks.finish(trailers() if trailers is not None else None)
-            await anyio.to_thread.run_sync(lambda: _commit(batch, root.cid, name, feeder.size, hold))
+            await trio.to_thread.run_sync(lambda: _commit(batch, root.cid, name, feeder.size, hold))
         finally:
             batch.abort()  # a no-op once committed
+        if hold[0].startswith("s3:"):  # an object (object_holder), not a multipart part ("s3-part:")
+            await self.make_poster(root.cid, name)
         return Imported(root.cid, feeder.size, md5.digest(), checksums)
 
     # -- multipart --------------------------------------------------------------------------------
@@ -108,7 +118,9 @@ class ObjectWriter:
         """Join ``parts`` (checked by the caller: in order, all present) into the object's file and hold it
         with the object's key; the parts' holds are the caller's to release."""
         holder = object_holder(upload.bucket, upload.key)
-        return await anyio.to_thread.run_sync(self._assemble, parts, upload.key, (holder, upload.public))
+        cid, size = await trio.to_thread.run_sync(self._assemble, parts, upload.key, (holder, upload.public))
+        await self.make_poster(cid, upload.key)
+        return cid, size
 
     def _assemble(self, parts: list[Part], name: str, hold: tuple[str, bool]) -> tuple[CID, int]:
         size = sum(p.size for p in parts)
