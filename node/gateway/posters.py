@@ -184,13 +184,14 @@ def _encode(frame: Any, long_side: int) -> Still:
     import av
 
     width, height = frame.width, frame.height
-    rotation = int(getattr(frame, "rotation", 0) or 0) % 360
+    # PyAV's rotation is the display matrix's, counter-clockwise; FFmpeg's autorotate turns by its negative.
+    clockwise = -int(frame.rotation or 0) % 360
     scale = min(1.0, long_side / max(width, height))
     # Even sizes: 4:2:0 chroma is subsampled in pairs.
     target_w, target_h = max(2, round(width * scale / 2) * 2), max(2, round(height * scale / 2) * 2)
     small = frame.reformat(width=target_w, height=target_h, format="yuvj420p", interpolation="AREA")
-    if rotation in (90, 180, 270):
-        small = _rotate(small, rotation)
+    if clockwise in (90, 180, 270):
+        small = _rotate(small, clockwise)
     encoder = av.CodecContext.create("mjpeg", "w")
     encoder.width, encoder.height = small.width, small.height
     encoder.pix_fmt = "yuvj420p"
@@ -201,14 +202,14 @@ def _encode(frame: Any, long_side: int) -> Still:
     return Still(jpeg, small.width, small.height)
 
 
-def _rotate(frame: Any, rotation: int) -> Any:
-    """``frame`` turned by its display rotation (degrees counter-clockwise, as FFmpeg's display matrix)."""
+def _rotate(frame: Any, clockwise: int) -> Any:
+    """``frame`` turned ``clockwise`` degrees (90, 180 or 270), as FFmpeg's autorotate would show it."""
     import av.filter
 
     graph = av.filter.Graph()
     source = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
                               time_base=Fraction(1, 25))  # fmt: skip
-    steps = {90: ["transpose=clock"], 270: ["transpose=cclock"], 180: ["hflip", "vflip"]}[rotation]
+    steps = {90: ["transpose=clock"], 270: ["transpose=cclock"], 180: ["hflip", "vflip"]}[clockwise]
     node = source
     for step in steps:
         name, _, args = step.partition("=")
