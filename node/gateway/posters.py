@@ -133,6 +133,8 @@ def render_poster(source: Any, long_side: int = POSTER_LONG_SIDE, at: float = PO
             width, height = video.codec_context.width, video.codec_context.height
             if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE and width * height <= MAX_PIXELS):
                 return None  # unknown or huge: decoding one frame could take gigabytes
+            # And FFmpeg's own bound, for a stream that changes its frame size midway.
+            video.codec_context.options = {"max_pixels": str(MAX_PIXELS)}
             frame = _frame_near(container, video, at, deadline)
             if frame is None or frame.width * frame.height > MAX_PIXELS:
                 return None
@@ -340,10 +342,6 @@ class PosterBook:
                 "SELECT clip FROM posters WHERE poster = ? LIMIT 1", (bytes(cid.to_v1()),)
             ).fetchone()
         return CID.from_bytes(row[0]) if row else None
-
-    def poster_cids(self) -> set[CID]:
-        """Every recorded poster (for the feed to leave out)."""
-        return set(self.all().values())
 
     def all(self) -> dict[CID, CID]:
         """Every clip with a recorded poster: clip -> poster CID (no decoding, for listings)."""

@@ -71,12 +71,11 @@ class ClipList:
             del self._types[forgotten]  # unpinned since: remembered no longer
         for forgotten in self._facts.keys() - pinned:
             del self._facts[forgotten]
-        posters = self.media.posters.poster_cids()  # someone may pin a poster: still not a clip
         fill_until = time.monotonic() + FEED_FILL_SECONDS
         found = []
         for cid, name, pinned_at in pins:
             mime = self._media_type(cid, name)
-            if mime is None or cid in posters:
+            if mime is None:
                 continue
             item = {"cid": str(cid), "name": name, "type": mime, "size": self.store.file_size(cid),
                     "pinned_at": pinned_at}  # fmt: skip
@@ -104,7 +103,9 @@ class ClipList:
             try:
                 head = b"".join(self.store.read_range(cid, 0, SNIFF_BYTES))
                 mime = sniff(head, name)
-                self._types[cid] = mime if is_media(mime) else None
+                # A poster someone pinned is still not a clip (posters are JPEGs: only those are looked up).
+                poster = mime == "image/jpeg" and self.media.posters.clip_of_poster(cid) is not None
+                self._types[cid] = mime if is_media(mime) and not poster else None
             except (NotAFileError, UnixFSError, StoreError):
                 self._types[cid] = None
         return self._types[cid]
