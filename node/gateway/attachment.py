@@ -138,15 +138,11 @@ class AttachmentCache:
                  facts.width, facts.height, facts.duration),
             )  # fmt: skip
 
-    def facts(
-        self, store: BlockStore, cid: CID, name: str | None = None, sha256: bytes | None = None, poster: bool = True
-    ) -> MediaFacts:
-        """The facts, computed and cached the first time; with ``poster``, the poster too (made the first
-        time for a video: after the clip is stored, never failing for what the file holds)."""
+    def facts(self, store: BlockStore, cid: CID, name: str | None = None, sha256: bytes | None = None) -> MediaFacts:
+        """The facts, computed and cached the first time, with the poster (made the first time for a video:
+        after the clip is stored, never failing for what the file holds)."""
         facts = self.get(cid)
         if facts is None:
             facts = media_facts(store, cid, name, sha256)
             self.put(facts)
-        if poster:
-            facts = replace(facts, poster=self.posters.poster(store, cid, facts.media_type))
-        return facts
+        return replace(facts, poster=self.posters.poster(store, cid, facts.media_type))

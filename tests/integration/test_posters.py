@@ -305,14 +305,18 @@ def test_a_clip_from_before_posters_gets_one_when_first_asked(served: Served, cl
     assert clip_facts(served, cid)["poster"] == item["poster"]
 
 
-def test_clip_endpoint_shapes_and_refusals(served: Served, clips: dict[str, Path]) -> None:
+def test_clip_endpoint_shapes_and_refusals(served: Served, clips: dict[str, Path], tmp_path: Path) -> None:
     added = served.node.ok("add", str(clips["3"]), "--json").json
     facts = clip_facts(served, added["cid"])
     assert facts == {"cid": added["cid"], "name": "clip3.mp4", "size": added["size"], "type": "video/mp4",
                      "duration": pytest.approx(3.0, abs=0.1), "width": WIDTH, "height": HEIGHT,
                      "poster": f"/ipfs/{added['poster']}"}  # fmt: skip
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "clip.mp4").write_bytes(clips["3"].read_bytes())
+    folder = served.node.ok("add", "-r", str(tmp_path / "folder"), "--json").json["cid"]
     unknown = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"  # the CID of b"hello world"
-    for path, status in ((f"/api/v1/clip/{unknown}", 404), ("/api/v1/clip/not-a-cid", 400),
+    for path, status in ((f"/api/v1/clip/{folder}", 400), (f"/api/v1/poster/{folder}", 400),
+                         (f"/api/v1/clip/{unknown}", 404), ("/api/v1/clip/not-a-cid", 400),
                          (f"/api/v1/poster/{unknown}", 404), ("/api/v1/poster/not-a-cid", 400)):  # fmt: skip
         got = httpx.get(served.url + path)
         assert got.status_code == status, (path, got.text)
