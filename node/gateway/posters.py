@@ -19,9 +19,12 @@ Keeping: a poster is kept as strongly as its clip. While the clip is pinned
 or held, a hold named ``poster:<clip CID>`` keeps the poster (a hold, not a
 pin: posters never appear in ``pin ls``, ``GET /api/v1/pins`` or the feed);
 an unpinned clip's poster is unpinned cache like the clip. The storage layer
-knows nothing of posters: ``release_orphans`` drops the holds of posters
-whose clip nothing pins or holds any more, and runs wherever a clip is
-unpinned through the API and before ``medianode gc``.
+knows nothing of posters: ``PosterBook.follow`` sets a clip's poster hold to
+match the clip after the API pins or unpins it, and ``release_orphans`` drops
+the holds of all posters whose clip nothing pins or holds any more (a clip
+unpinned by ``medianode pin rm``, an S3 delete or replication), for ``gc`` to
+run first. A poster is shared by clips with the same picture: each clip holds
+it under its own name.
 
 Which clip has which poster (or that it has none) is recorded in the gateway
 database (``gateway.sqlite``), beside the media facts in ``attachment.py``.

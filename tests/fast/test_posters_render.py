@@ -151,6 +151,12 @@ def test_decoding_stops_at_the_frame_bound(clip: Path, monkeypatch: pytest.Monke
     assert luma(frame, frame.width // 2, round((28 + 12) * 480 / HEIGHT)) > 200
 
 
+def test_decoding_stops_at_the_time_bound(clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of time before the first frame (the bound set to nothing): no poster, rather than a late one."""
+    monkeypatch.setattr(posters, "DECODE_SECONDS", 0.0)
+    assert render_poster(str(clip)) is None
+
+
 def test_a_poster_is_kept_while_its_clip_is(clip: Path, tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "store", StoreConfig(quota=0))
     book = PosterBook(tmp_path / "gateway.sqlite")
