@@ -1,7 +1,7 @@
 """Files and directories in the store: ``add``, ``cat``, ``get``, ``ls``, ``stat``, and CAR ``export`` / ``import``.
 
 ``add`` of one video file also makes its poster (``node/gateway/posters.py``) once the file is stored; ``--json``
-names it (``poster``: its CID, or null).
+names it (``poster``: its CID; no key when the file has none, as the attachment has no ``icon`` then).
 
 ``get`` fetches what the store lacks from peers first (``fetch.py``); the others read and write the local store
 only. ``get`` writes each file under a temporary name and renames it into place, so a failure leaves no half file.
@@ -91,14 +91,12 @@ def cmd_add(args: argparse.Namespace, out: Output) -> None:
             root = store.add_path(path, chunk_size, pin=not args.no_pin, hidden=args.hidden, name=name, progress=tick)
     size = root.content_size if root.cid.codec == RAW or root.content_size else store.stat(root.cid).size
     url = gateway_url(config, root.cid)
-    poster = None
+    added = {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url}
     if not args.recursive or not os.path.isdir(path):  # one file: its poster now (a tree's: when asked for)
         poster = poster_after_add(config.data_dir / DB_NAME, store, root.cid, name, chunk_size)
-    out.result(
-        {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url,
-         "poster": str(poster.cid) if poster else None},
-        f"added {root.cid} {name}\n{url}",
-    )  # fmt: skip
+        if poster is not None:
+            added["poster"] = str(poster.cid)
+    out.result(added, f"added {root.cid} {name}\n{url}")
 
 
 def cmd_cat(args: argparse.Namespace, out: Output) -> None:
