@@ -380,10 +380,8 @@ class PosterBook:
             if poster is not None and store.has(poster.cid):
                 keep_like_clip(store, clip, poster.cid)
                 return poster
-            if tried and poster is None:
-                return None
-            if not media_type.startswith("video/"):
-                self.record(clip, None)
+            # Not a video by its first bytes: no poster, and nothing written (S3 stores many images).
+            if (tried and poster is None) or not media_type.startswith("video/"):
                 return None
             # A recorded poster whose blocks gc took (its clip was unpinned, then pinned again) is made again.
             still = render_poster(StoreFile(store, clip))

@@ -213,14 +213,18 @@ def test_a_privately_held_clip_has_a_private_poster(clip: Path, tmp_path: Path) 
 
 
 def test_a_file_that_is_not_video_is_tried_once(tmp_path: Path) -> None:
+    """Named a video but not one: decoded once and recorded as having none. An image (by its first bytes,
+    whatever its name): not tried, and nothing recorded."""
     store = BlockStore(tmp_path / "store", StoreConfig(quota=0))
     book = PosterBook(tmp_path / "gateway.sqlite")
     try:
+        added = {}
         for name, data in (("noise.mp4", os.urandom(100_000)), ("image.mp4", png())):
             (tmp_path / name).write_bytes(data)
-            root = store.add_path(str(tmp_path / name), 262144, pin=True, name=name)
-            assert book.make_for(store, root.cid, name) is None
-            assert book.recorded(root.cid) == (True, None)
+            added[name] = store.add_path(str(tmp_path / name), 262144, pin=True, name=name).cid
+            assert book.make_for(store, added[name], name) is None
+        assert book.recorded(added["noise.mp4"]) == (True, None)
+        assert book.recorded(added["image.mp4"]) == (False, None)
         assert store.holds_under("poster:") == []
     finally:
         book.close()
