@@ -93,7 +93,7 @@ def cmd_add(args: argparse.Namespace, out: Output) -> None:
     url = gateway_url(config, root.cid)
     added = {"cid": str(root.cid), "size": size, "name": name, "pinned": not args.no_pin, "url": url}
     if not args.recursive or not os.path.isdir(path):  # one file: its poster now (a tree's: when asked for)
-        poster = poster_after_add(config.data_dir / DB_NAME, store, root.cid, name, chunk_size)
+        poster = poster_after_add(config.data_dir / DB_NAME, store, root.cid, chunk_size)
         if poster is not None:
             added["poster"] = str(poster.cid)
     out.result(added, f"added {root.cid} {name}\n{url}")

@@ -145,4 +145,4 @@ class AttachmentCache:
         if facts is None:
             facts = media_facts(store, cid, name, sha256)
             self.put(facts)
-        return replace(facts, poster=self.posters.poster(store, cid, facts.media_type))
+        return replace(facts, poster=self.posters.poster(store, cid))

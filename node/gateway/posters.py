@@ -288,8 +288,9 @@ def release_orphans(store: BlockStore) -> int:
     return released
 
 
-def poster_after_add(db_path: Path, store: BlockStore, clip: CID, name: str | None,
-                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> Poster | None:  # fmt: skip
+def poster_after_add(
+    db_path: Path, store: BlockStore, clip: CID, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Poster | None:
     """For a command that stored a file and has no PosterBook open: its poster, or None; never raises for it."""
     try:
         book = PosterBook(db_path, chunk_size)
@@ -297,7 +298,7 @@ def poster_after_add(db_path: Path, store: BlockStore, clip: CID, name: str | No
         log.info("poster not made", extra={"fields": {"cid": str(clip), "error": str(exc)}})
         return None
     try:
-        return book.make_for(store, clip, name)
+        return book.poster(store, clip)
     finally:
         book.close()
 
@@ -363,16 +364,7 @@ class PosterBook:
         except StoreError as exc:  # no room to hold it: it stays cache, and is held when next asked for
             log.info("poster not held", extra={"fields": {"cid": str(clip), "error": str(exc)}})
 
-    def make_for(self, store: BlockStore, clip: CID, name: str | None = None) -> Poster | None:
-        """The poster of a file just stored (its media type sniffed here), as ``poster``."""
-        try:
-            head = b"".join(store.read_range(clip, 0, SNIFF_BYTES))
-        except (StoreError, ValueError) as exc:  # a directory, a damaged DAG: no poster
-            log.info("no poster", extra={"fields": {"cid": str(clip), "error": str(exc)}})
-            return None
-        return self.poster(store, clip, sniff(head, name))
-
-    def poster(self, store: BlockStore, clip: CID, media_type: str) -> Poster | None:
+    def poster(self, store: BlockStore, clip: CID) -> Poster | None:
         """``clip``'s poster: the recorded one (kept as its clip is now), else made now for a video and
         recorded, so a clip is decoded once. Never raises for what the file holds; None when there is none."""
         tried, poster = self.recorded(clip)
@@ -380,15 +372,19 @@ class PosterBook:
             if poster is not None and store.has(poster.cid):
                 keep_like_clip(store, clip, poster.cid)
                 return poster
-            # Not a video by its first bytes: no poster, and nothing written (S3 stores many images).
-            if (tried and poster is None) or not media_type.startswith("video/"):
+            if tried and poster is None:
+                return None
+            # Video by its first bytes, not its name: random bytes called clip.mp4 cost FFmpeg 50-90 ms of
+            # probing for nothing. What is not video is not recorded either (S3 stores many images).
+            if not sniff(b"".join(store.read_range(clip, 0, SNIFF_BYTES)), None).startswith("video/"):
                 return None
             # A recorded poster whose blocks gc took (its clip was unpinned, then pinned again) is made again.
             still = render_poster(StoreFile(store, clip))
             made = store_poster(store, clip, still, self._chunk_size) if still is not None else None
             self.record(clip, made)
-        except (StoreError, OSError, sqlite3.Error) as exc:
-            # Blocks of the clip missing, no room for the poster, the database busy: try another time.
+        except (StoreError, OSError, sqlite3.Error, ValueError) as exc:
+            # Blocks of the clip missing, a directory (ValueError), no room for the poster, the database
+            # busy: none now (a directory never has one; the others are tried again when next asked for).
             log.info("poster not made", extra={"fields": {"cid": str(clip), "error": str(exc)}})
             return None
         return made

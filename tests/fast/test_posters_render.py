@@ -162,7 +162,7 @@ def test_a_poster_is_kept_while_its_clip_is(clip: Path, tmp_path: Path) -> None:
     book = PosterBook(tmp_path / "gateway.sqlite")
     try:
         root = store.add_path(str(clip), 262144, pin=True, name="clip.mp4")
-        poster = book.make_for(store, root.cid, "clip.mp4")
+        poster = book.poster(store, root.cid)
         assert poster is not None
         jpeg = b"".join(store.read_range(poster.cid))
         assert poster.cid == import_stream(io.BytesIO(jpeg), Blocks()).cid  # the importer `add` uses
@@ -170,7 +170,7 @@ def test_a_poster_is_kept_while_its_clip_is(clip: Path, tmp_path: Path) -> None:
         assert poster.cid not in {cid for cid, _, _ in store.pins()}  # a hold, never a pin
         store.gc()
         assert store.has(poster.cid)
-        assert book.make_for(store, root.cid, "clip.mp4") == poster  # recorded: not decoded again
+        assert book.poster(store, root.cid) == poster  # recorded: not decoded again
 
         store.pin_rm(root.cid)
         assert release_orphans(store) == 1
@@ -179,7 +179,7 @@ def test_a_poster_is_kept_while_its_clip_is(clip: Path, tmp_path: Path) -> None:
 
         # The clip again: the poster is made again (its record outlived its blocks), the same CID.
         root = store.add_path(str(clip), 262144, pin=True, name="clip.mp4")
-        assert book.make_for(store, root.cid, "clip.mp4") == poster
+        assert book.poster(store, root.cid) == poster
         assert release_orphans(store) == 0
         store.gc()
         assert store.has(poster.cid)
@@ -202,7 +202,7 @@ def test_a_privately_held_clip_has_a_private_poster(clip: Path, tmp_path: Path) 
     try:
         root = store.add_path(str(clip), 262144, pin=False, name="clip.mp4")
         store.hold("s3:bucket/clip.mp4", root.cid, public=False)
-        poster = book.make_for(store, root.cid, "clip.mp4")
+        poster = book.poster(store, root.cid)
         assert poster is not None and store.is_withheld(poster.cid)
         store.hold("s3:bucket/clip.mp4", root.cid, public=True)  # made public-read: so is the poster
         book.follow(store, root.cid)
@@ -213,18 +213,19 @@ def test_a_privately_held_clip_has_a_private_poster(clip: Path, tmp_path: Path) 
 
 
 def test_a_file_that_is_not_video_is_tried_once(tmp_path: Path) -> None:
-    """Named a video but not one: decoded once and recorded as having none. An image (by its first bytes,
-    whatever its name): not tried, and nothing recorded."""
+    """Like a video by its first bytes but not one (an MP4 header over noise): decoded once and recorded
+    as having none. Random bytes or an image, whatever their name: not tried, and nothing recorded."""
     store = BlockStore(tmp_path / "store", StoreConfig(quota=0))
     book = PosterBook(tmp_path / "gateway.sqlite")
     try:
         added = {}
-        for name, data in (("noise.mp4", os.urandom(100_000)), ("image.mp4", png())):
+        fake = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + os.urandom(100_000)
+        for name, data in (("fake.mp4", fake), ("noise.mp4", os.urandom(100_000)), ("image.mp4", png())):
             (tmp_path / name).write_bytes(data)
             added[name] = store.add_path(str(tmp_path / name), 262144, pin=True, name=name).cid
-            assert book.make_for(store, added[name], name) is None
-        assert book.recorded(added["noise.mp4"]) == (True, None)
-        assert book.recorded(added["image.mp4"]) == (False, None)
+            assert book.poster(store, added[name]) is None
+        assert book.recorded(added["fake.mp4"]) == (True, None)
+        assert book.recorded(added["noise.mp4"]) == book.recorded(added["image.mp4"]) == (False, None)
         assert store.holds_under("poster:") == []
     finally:
         book.close()

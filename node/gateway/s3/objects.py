@@ -75,7 +75,7 @@ class ObjectWriter:
 
     async def make_poster(self, cid: CID, name: str) -> None:
         """A stored object's poster, if it is a video (``posters.py``): bounded, and never failing the write."""
-        await trio.to_thread.run_sync(self.posters.make_for, self.store, cid, name)
+        await trio.to_thread.run_sync(self.posters.poster, self.store, cid)
 
     async def import_body(
         self,
