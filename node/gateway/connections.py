@@ -1,4 +1,4 @@
-"""Bounds on the HTTP connections of both listeners (gateway and S3), and two Hypercorn faults worked around.
+"""Bounds on the HTTP connections of both listeners (gateway and S3), and the Hypercorn faults worked around.
 
 What is bounded, and why (defaults below, each overridable from the environment):
 
@@ -41,8 +41,17 @@ The Hypercorn 0.18 faults (trio worker, HTTP/1.1):
   its socket closes, and the slot is released once the socket is closed and no application call of the
   connection is still running (the work a client leaves behind still counts against its address).
 
-Hypercorn builds its ``TCPServer`` by name inside ``hypercorn.trio.run``; :func:`serve` puts the
-subclass there (it behaves as Hypercorn's own for a config that is not a :class:`GuardedConfig`).
+- A request answered without its body read (a 401 to an upload, a 413) left the connection hung for its
+  next request: Hypercorn queues the body's messages and, when the application has returned,
+  ``http.disconnect`` into a channel of ``max_app_queue_size`` messages (2 here, node/daemon.py) that
+  nobody reads; the disconnect is put from inside the application's last ``send``, which then never
+  returns. :class:`GuardedTaskGroup` never waits to put a disconnect (it is kept until the application
+  has read what is ahead of it), empties the channel when the application returns and drops what comes
+  after.
+
+Hypercorn builds its ``TCPServer`` by name inside ``hypercorn.trio.run``, and the ``TaskGroup`` of a
+connection by name inside ``hypercorn.trio.tcp_server``; :func:`serve` puts the subclasses there (the
+server behaves as Hypercorn's own for a config that is not a :class:`GuardedConfig`).
 """
 
 from __future__ import annotations
@@ -58,13 +67,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import hypercorn.trio.run as hypercorn_run
+import hypercorn.trio.tcp_server as hypercorn_tcp_server
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Event, Updated
 from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.task_group import _handle as hypercorn_handle
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import AppWrapper, ASGIReceiveCallable, ASGISendCallable, LifespanState
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    LifespanState,
+)
 from hypercorn.typing import Scope as HypercornScope
 from starlette.types import Message, Receive, Scope, Send
 
@@ -302,6 +321,64 @@ class TrackedApp:
             self.ended()
 
 
+class GuardedTaskGroup(TaskGroup):
+    """Hypercorn's task group of one connection, where handing the application a message never waits on an
+    application that will not read it (see the module's doc): a disconnect that finds the channel full is
+    delivered once the application has read what is ahead of it, and messages for an application that has
+    returned are dropped."""
+
+    async def spawn_app(
+        self,
+        app: AppWrapper,
+        config: HypercornConfig,
+        scope: HypercornScope,
+        send: Callable[[ASGISendEvent | None], Awaitable[None]],
+    ) -> Callable[[ASGIReceiveEvent], Awaitable[None]]:
+        sender, receiver = trio.open_memory_channel[ASGIReceiveEvent](config.max_app_queue_size)
+        finished = False
+        disconnect: ASGIReceiveEvent | None = None  # one that found the channel full
+
+        async def run_app(scope: HypercornScope, receive: ASGIReceiveCallable, send: ASGISendCallable,
+                          sync_spawn: Callable[..., Any], call_soon: Callable[..., Any]) -> None:  # fmt: skip
+            nonlocal finished
+            try:
+                await app(scope, receive, send, sync_spawn, call_soon)
+            finally:
+                finished = True
+                with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                    while True:  # also takes what a put blocked on the full channel was waiting to hand over
+                        receiver.receive_nowait()
+
+        async def receive() -> ASGIReceiveEvent:
+            if disconnect is not None:
+                await trio.lowlevel.checkpoint()
+                try:
+                    return receiver.receive_nowait()
+                except trio.WouldBlock:
+                    return disconnect
+            return await receiver.receive()
+
+        async def put(message: ASGIReceiveEvent) -> None:
+            nonlocal disconnect
+            if finished:
+                await trio.lowlevel.checkpoint()
+            elif message["type"].endswith(".disconnect"):
+                # Put from inside the application's own send once its response is complete, so waiting for
+                # room here would wait on the application itself.
+                await trio.lowlevel.checkpoint()
+                try:
+                    sender.send_nowait(message)
+                except trio.WouldBlock:
+                    disconnect = message
+            else:
+                await sender.send(message)
+
+        assert self._nursery is not None
+        self._nursery.start_soon(hypercorn_handle, run_app, config, scope, receive, send,
+                                 trio.to_thread.run_sync, trio.from_thread.run)  # fmt: skip
+        return put
+
+
 class GuardedTCPServer(TCPServer):
     """Hypercorn's connection handler with the bounds of a :class:`GuardedConfig` and the two faults
     (see the module's doc) worked around; for any other config it is Hypercorn's own."""
@@ -486,6 +563,10 @@ def install() -> None:
     if current is not TCPServer and current is not GuardedTCPServer:
         raise RuntimeError(f"hypercorn.trio.run.TCPServer is {current!r}, not Hypercorn's TCPServer")
     hypercorn_run.TCPServer = GuardedTCPServer  # type: ignore[attr-defined]
+    current_group = hypercorn_tcp_server.TaskGroup  # type: ignore[attr-defined]
+    if current_group is not TaskGroup and current_group is not GuardedTaskGroup:
+        raise RuntimeError(f"hypercorn.trio.tcp_server.TaskGroup is {current_group!r}, not Hypercorn's TaskGroup")
+    hypercorn_tcp_server.TaskGroup = GuardedTaskGroup  # type: ignore[attr-defined]
 
 
 async def serve(

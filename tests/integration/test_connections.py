@@ -147,6 +147,34 @@ def test_keep_alive_still_serves_two_requests_on_one_socket(streamed: tuple[Serv
         conn.close()
 
 
+def test_a_request_answered_before_its_body_was_read_leaves_the_connection_usable(
+    streamed: tuple[Served, str, bytes],
+) -> None:
+    """An upload refused for want of a token (401, its body never read), then a GET on the same connection:
+    the GET is answered. Before the fix the disconnect Hypercorn hands the finished request waited for room
+    in a channel the application no longer read, inside the application's last send, and the connection
+    hung. With a body still arriving when the refusal is sent, Hypercorn closes the connection instead
+    (without reading the rest): the client sees the refusal and then EOF, never a hang."""
+    server, cid, data = streamed
+    conn = http.client.HTTPConnection(*address(server.url), timeout=20)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/api/v1/add", body=b"x" * 1000)
+            refused = conn.getresponse()
+            assert refused.status == 401 and b"token" in refused.read()
+            conn.request("GET", f"/ipfs/{cid}", headers={"Range": "bytes=0-99"})
+            then = conn.getresponse()
+            assert then.status == 206 and then.read() == data[:100]
+    finally:
+        conn.close()
+    with connect(server.url) as sock:
+        body = b"x" * (8 * 1024 * 1024)
+        sock.sendall(b"POST /api/v1/add HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:65536])
+        status, _, _ = split(_one_response(sock))
+        assert status.split()[1] == "401"
+        assert read_to_eof(sock, 20) == b""
+
+
 def test_headers_one_byte_a_second_are_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tried: a request line, then a header that never ends, a byte a second. Before, only Hypercorn's
     keep-alive idle (75 s) ended it, without an answer; now 408 after the header bound (here 2 s)."""
