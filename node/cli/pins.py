@@ -69,7 +69,10 @@ def cmd_pin(args: argparse.Namespace, out: Output) -> None:
 
 
 def cmd_gc(args: argparse.Namespace, out: Output) -> None:
+    from ..gateway.posters import release_orphans  # loads no Starlette or PyAV
+
     _, store = open_store(args)
+    release_orphans(store)  # posters whose clip nothing pins or holds any more: the store cannot tell
     r = store.gc()
     out.result(
         {

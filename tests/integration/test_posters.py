@@ -107,6 +107,15 @@ def test_cli_add_makes_a_poster_of_its_own_cid(node: Node, clips: dict[str, Path
     assert node.ok("add", str(clips["3"]), "--json").json["poster"] == poster
 
 
+def test_pin_rm_then_gc_collects_the_poster_too(node: Node, clips: dict[str, Path]) -> None:
+    """Unpinned by the CLI (not the API, which releases the poster itself): gc first releases posters whose
+    clip nothing keeps, then collects both."""
+    added = node.ok("add", str(clips["3"]), "--json").json
+    node.ok("pin", "rm", added["cid"])
+    node.ok("gc")
+    assert node.run("stat", added["cid"]).code != 0 and node.run("stat", added["poster"]).code != 0
+
+
 @pytest.mark.parametrize(
     "name, data",
     [
