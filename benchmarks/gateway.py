@@ -86,12 +86,12 @@ def stop(proc: subprocess.Popen[bytes] | None, sig: signal.Signals) -> int | Non
         return None
 
 
-def nginx_conf(prefix: Path, root: Path, port: int) -> str:
+def nginx_conf(prefix: Path, root: Path, port: int, workers: int) -> str:
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""  # workers must read root
     kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     temps = "\n".join(f"    {kind}_temp_path {prefix / kind};" for kind in kinds)
     return f"""{user}
-worker_processes 1;
+worker_processes {workers};
 pid {prefix / "nginx.pid"};
 error_log {prefix / "error.log"} warn;
 events {{ worker_connections 256; }}
@@ -110,11 +110,11 @@ http {{
 """
 
 
-def start_nginx(prefix: Path, root: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_nginx(prefix: Path, root: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
     prefix.mkdir()
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, root, port))
+    conf.write_text(nginx_conf(prefix, root, port, workers))
     log = prefix / "stderr.log"
     cmd = [NGINX, "-e", str(prefix / "error.log"), "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]
     with open(log, "wb") as err:
@@ -123,22 +123,39 @@ def start_nginx(prefix: Path, root: Path) -> tuple[subprocess.Popen[bytes], str]
     return proc, f"http://127.0.0.1:{port}"
 
 
-def start_gateway(data_dir: Path, logs: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``medianode serve`` on a free port; its base URL comes from the first JSON line on stdout."""
-    out, err = logs / "gateway.out", logs / "gateway.err"
-    cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--no-mdns", "--json")
+def start_gateway(data_dir: Path, logs: Path, workers: int, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``medianode serve --workers N`` on a free port; its base URL comes from the first JSON line on stdout,
+    and it is used once its workers answer too (``wait_for_workers``)."""
+    out, err = logs / f"gateway-{workers}.out", logs / f"gateway-{workers}.err"
+    cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--no-mdns", "--workers", str(workers),
+                    *extra, "--json")  # fmt: skip
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         first = out.read_bytes().split(b"\n", 1)
         if len(first) == 2:
-            return proc, str(json.loads(first[0])["gateway"]).rstrip("/")
+            base = str(json.loads(first[0])["gateway"]).rstrip("/")
+            wait_for_workers(proc.pid, workers - 1)
+            return proc, base
         if proc.poll() is not None:
             raise SystemExit(f"medianode serve exited with {proc.returncode}: {err.read_text(errors='replace')}")
         time.sleep(0.05)
     stop(proc, signal.SIGKILL)
     raise SystemExit(f"medianode serve printed no address within {START_TIMEOUT:.0f} s")
+
+
+def wait_for_workers(owner: int, count: int) -> None:
+    """Until ``count`` worker processes of ``owner`` have been up for a second (a worker listens about half a
+    second after it starts: its imports)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        children = [c for t in Path(f"/proc/{owner}/task").glob("*/children") for c in t.read_text().split()]
+        if len(children) >= count:
+            time.sleep(1.0)
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"medianode serve started fewer than {count} workers in {START_TIMEOUT:.0f} s")
 
 
 def fetch_range(url: str, start: int, length: int) -> bytes:
@@ -263,8 +280,45 @@ def counts(name: str, results: dict[str, WrkResult]) -> str:
     return f"| {name} | {cell(results['medianode'])} | {cell(results['nginx'])} | | 0 errors |"
 
 
+def serve_ready(proc: subprocess.Popen[bytes], out: Path) -> dict[str, object]:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        first = out.read_bytes().split(b"\n", 1)
+        if len(first) == 2:
+            return dict(json.loads(first[0]))
+        if proc.poll() is not None:
+            raise SystemExit(f"medianode serve exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise SystemExit("medianode serve printed no address in time")
+
+
+def mixed_load(work: Path, url: str, size: int, args: argparse.Namespace, remote_url: str, remote_size: int,
+               node: Path) -> tuple[WrkResult, float, float]:  # fmt: skip
+    """Ranges with wrk while another process adds a ``--mixed-add-mib`` file to the same store and the gateway
+    fetches a file only a second node holds (over Bitswap, into its store); wrk's result, the add's and the
+    fetch's seconds."""
+    big = work / "mixed-add.bin"
+    make_file(big, args.mixed_add_mib * MiB)
+    warm(big)
+    add = subprocess.Popen(medianode(node, "add", str(big), "--no-pin", "--json"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, cwd=REPO)  # fmt: skip
+    began = time.monotonic()
+    curl = ["curl", "-sS", "--max-time", "600", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]
+    fetch = subprocess.Popen([*curl, remote_url], stdout=subprocess.PIPE, text=True)
+    result = wrk_ranges(url, size, args, args.duration, check=False)
+    fetched, _ = fetch.communicate(timeout=600)
+    fetch_s = time.monotonic() - began
+    _, add_err = add.communicate(timeout=600)
+    add_s = time.monotonic() - began
+    if add.returncode:
+        raise SystemExit(f"medianode add during the mixed load failed: {add_err.decode(errors='replace')}")
+    if fetched.split() != ["200", str(remote_size)]:
+        raise SystemExit(f"the swarm fetch through the gateway answered {fetched!r}, not 200 and {remote_size} bytes")
+    return result, add_s, fetch_s
+
+
 def measure(work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """Run both servers and every measurement; return (table lines, problems)."""
+    """Run every server and measurement; return (table lines, problems)."""
     size = args.size_mib * MiB
     www = work / "www"
     www.mkdir()
@@ -275,47 +329,100 @@ def measure(work: Path, args: argparse.Namespace) -> tuple[list[str], list[str]]
     if add.returncode:
         raise SystemExit(f"medianode add failed: {add.stderr.decode(errors='replace')}")
     cid = json.loads(add.stdout)["cid"]
+    remote = work / "remote.bin"
+    remote_size = args.mixed_fetch_mib * MiB
+    make_file(remote, remote_size)
+    remote_node = work / "remote-node"
+    fetched = subprocess.run(medianode(remote_node, "add", str(remote), "--json"), capture_output=True, cwd=REPO)
+    remote_cid = json.loads(fetched.stdout)["cid"]
     warm(src)
 
-    nginx: subprocess.Popen[bytes] | None = None
-    gateway: subprocess.Popen[bytes] | None = None
     problems: list[str] = []
+    speed: dict[str, float] = {}
+    ranges: dict[str, WrkResult] = {}
+    checked: dict[str, WrkResult] = {}
+    for n in args.nginx_workers:
+        name = f"nginx {n}"
+        proc, base = start_nginx(work / f"nginx-{n}", www, n)
+        try:
+            url = f"{base}/{src.name}"
+            check_range({name: url}, src, size, args.seed)
+            speed[name] = best_speed(url, size, args.repeat)
+            ranges[name] = wrk_ranges(url, size, args, args.duration, check=False)
+            checked[name] = wrk_ranges(url, size, args, args.check_seconds, check=True)
+        finally:
+            stop(proc, signal.SIGQUIT)
+    out = work / "remote.out"
+    with open(out, "wb") as fo:
+        holder = subprocess.Popen(medianode(remote_node, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--no-mdns",
+                                            "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0", "--workers", "1", "--json"),
+                                  stdout=fo, stderr=subprocess.DEVNULL, cwd=REPO)  # fmt: skip
+    mixed: tuple[WrkResult, float, float] | None = None
     try:
-        nginx, nginx_base = start_nginx(work / "nginx", www)
-        gateway, gateway_base = start_gateway(node, work)
-        urls = {"nginx": f"{nginx_base}/{src.name}", "medianode": f"{gateway_base}/ipfs/{cid}"}
-        check_range(urls, src, size, args.seed)
-
-        speed = {name: best_speed(url, size, args.repeat) for name, url in urls.items()}
-        ranges = {name: wrk_ranges(url, size, args, args.duration, check=False) for name, url in urls.items()}
-        checked = {name: wrk_ranges(url, size, args, args.check_seconds, check=True) for name, url in urls.items()}
-        if gateway.poll() is not None:
-            problems.append(f"medianode serve exited with {gateway.returncode} during the run")
+        holder_addr = str(serve_ready(holder, out)["swarm"][0])  # type: ignore[index]
+        for w in args.workers:
+            name = f"medianode {w}"
+            gateway, base = start_gateway(node, work, w, "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0",
+                                          "--bootstrap", holder_addr)  # fmt: skip
+            try:
+                url = f"{base}/ipfs/{cid}"
+                check_range({name: url}, src, size, args.seed)
+                speed[name] = best_speed(url, size, args.repeat)
+                ranges[name] = wrk_ranges(url, size, args, args.duration, check=False)
+                checked[name] = wrk_ranges(url, size, args, args.check_seconds, check=True)
+                if w == max(args.workers) and args.mixed_add_mib:
+                    mixed = mixed_load(work, url, size, args, f"{base}/ipfs/{remote_cid}", remote_size, node)
+                if gateway.poll() is not None:
+                    problems.append(f"{name}: serve exited with {gateway.returncode} during the run")
+            finally:
+                code = stop(gateway, signal.SIGTERM)
+            if code != 0:
+                problems.append(f"{name}: serve exit code {code} after SIGTERM (expected 0)")
+            err = (work / f"gateway-{w}.err").read_text(errors="replace").strip()
+            if re.search(r"error|traceback|exception", err, re.I):
+                problems.append(f"{name} stderr:\n{err[-4000:]}")
     finally:
-        code = stop(gateway, signal.SIGTERM)
-        stop(nginx, signal.SIGQUIT)
-    if code != 0:
-        problems.append(f"medianode serve exit code {code} after SIGTERM (expected 0)")
+        stop(holder, signal.SIGTERM)
     for kind, results in (("timed", ranges), ("checked", checked)):
         for name, result in results.items():
             problems += [f"{name} ({kind} ranges): {p}" for p in result.problems(args.connections)]
-    gateway_err = (work / "gateway.err").read_text(errors="replace").strip()
-    if re.search(r"error|traceback|exception", gateway_err, re.I):
-        problems.append(f"medianode serve stderr:\n{gateway_err[-4000:]}")
 
-    ours, ref = ranges["medianode"], ranges["nginx"]
+    names = [f"medianode {w}" for w in args.workers] + [f"nginx {n}" for n in args.nginx_workers]
+    ref = f"nginx {max(args.nginx_workers)}"
+    ours = f"medianode {max(args.workers)}"
     c = args.connections
+
+    def line(what: str, values: dict[str, float], fmt: str, target: str) -> str:
+        cells = " | ".join(f"{values[n]:{fmt}}" for n in names)
+        return f"| {what} | {cells} | {values[ours] / values[ref]:.2f} | {target} |"
+
     lines = [
-        "| measurement | medianode | nginx | ratio | target |",
-        "|---|---|---|---|---|",
-        row(f"full-file GET {args.size_mib} MiB, MB/s (curl, best of {args.repeat})", speed["medianode"],
-            speed["nginx"], ">= 0.5"),
-        row(f"random 1 MiB ranges, {c} clients: requests/s", ours.requests_per_s, ref.requests_per_s, "", ",.1f"),
-        row("random 1 MiB ranges: p50 latency, ms", ours.p50_ms, ref.p50_ms, "", ",.2f"),
-        row("random 1 MiB ranges: p99 latency, ms", ours.p99_ms, ref.p99_ms, "< 50 ms", ",.2f"),
-        counts("timed ranges: responses / non-2xx / socket errors", ranges),
-        counts(f"checked ranges ({args.check_seconds} s): responses / not 206 / not 1 MiB", checked),
+        f"| measurement | {' | '.join(names)} | {ours} / {ref} | target |",
+        "|---|" + "---|" * (len(names) + 2),
+        line(f"full-file GET {args.size_mib} MiB, MB/s (curl, best of {args.repeat})", speed, ",.0f", ">= 0.8"),
+        line(f"random 1 MiB ranges, {c} clients: requests/s", {n: r.requests_per_s for n, r in ranges.items()},
+             ",.1f", ">= 0.6"),
+        line("random 1 MiB ranges: p50 latency, ms", {n: r.p50_ms for n, r in ranges.items()}, ",.2f", ""),
+        line("random 1 MiB ranges: p99 latency, ms", {n: r.p99_ms for n, r in ranges.items()}, ",.2f", "< 30 ms"),
+        "| timed ranges: responses / non-2xx / socket errors | "
+        + " | ".join(f"{ranges[n].requests} / {ranges[n].non_2xx} / {ranges[n].socket_errors}" for n in names)
+        + " | | 0 errors |",
+        f"| checked ranges ({args.check_seconds} s): responses / not 206 / not 1 MiB | "
+        + " | ".join(f"{checked[n].requests} / {checked[n].not_206} / {checked[n].wrong_length}" for n in names)
+        + " | | 0 errors |",
     ]  # fmt: skip
+    if len(args.workers) > 1:
+        low, high = f"medianode {min(args.workers)}", ours
+        scale = ranges[high].requests_per_s / ranges[low].requests_per_s
+        lines.append(f"| requests/s, {high} over {low} | {scale:.2f} |" + " |" * (len(names) + 1))
+    if mixed is not None:
+        result, add_s, fetch_s = mixed
+        lines.append(
+            f"| mixed ({ours}): ranges while a {args.mixed_add_mib} MiB add ({add_s:.1f} s) and a "
+            f"{args.mixed_fetch_mib} MiB swarm fetch ({fetch_s:.1f} s) run: requests/s {result.requests_per_s:,.1f}, "
+            f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms |" + " |" * len(names) + " < 100 ms (p99) |"
+        )
+        problems += [f"mixed ranges: {p}" for p in result.problems(args.connections)]
     return lines, problems
 
 
@@ -327,6 +434,20 @@ def main() -> None:
     parser.add_argument("--check-seconds", type=int, default=3, help="seconds of checked wrk load per server")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2],
+        help="medianode serve --workers counts to measure, e.g. 1,2",
+    )
+    parser.add_argument(
+        "--nginx-workers",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[1, 2],
+        help="nginx worker_processes counts to measure",
+    )
+    parser.add_argument("--mixed-add-mib", type=int, default=1024, help="the add during the mixed load; 0: none")
+    parser.add_argument("--mixed-fetch-mib", type=int, default=256, help="the swarm fetch during the mixed load")
     parser.add_argument("--dir", type=Path, help="parent of the work directory (default: the system temp dir)")
     args = parser.parse_args()
     if args.size_mib < 2:

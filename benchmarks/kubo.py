@@ -122,7 +122,7 @@ class Serve:
     @classmethod
     def start(cls, name: str, data: Path, logs: Path, *args: str) -> Serve:
         out, err = logs / f"{name}.out", logs / f"{name}.err"
-        cmd = [*medianode(), "serve", "--no-mdns", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0",
+        cmd = [*medianode(), "serve", "--workers", "1", "--no-mdns", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0",
                "--gateway", "127.0.0.1:0", *args, "--json"]  # fmt: skip
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO, env=node_env(data))

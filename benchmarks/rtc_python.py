@@ -127,7 +127,7 @@ def watch_pair(work: Path, total: int, runs: int) -> tuple[float, float]:
     cid = json.loads(subprocess.run(medianode(hub_dir, "add", str(clip), "--json"), check=True,
                                     capture_output=True, cwd=REPO).stdout)["cid"]  # fmt: skip
     hub = subprocess.Popen(medianode(hub_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen",
-                                     "/ip4/127.0.0.1/tcp/0", "--no-dht", "--no-mdns", "--json"),
+                                     "/ip4/127.0.0.1/tcp/0", "--no-dht", "--workers", "1", "--no-mdns", "--json"),
                            stdout=subprocess.PIPE, cwd=REPO)  # fmt: skip
     assert hub.stdout is not None
     gateway = json.loads(hub.stdout.readline())["gateway"]

@@ -158,7 +158,7 @@ class Bench:
             raise SystemExit(f"medianode s3 key create failed: {made.stderr.decode(errors='replace')}")
         key = json.loads(made.stdout)
         out, err = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
-        cmd = medianode(data_dir, "serve", "--gateway", "127.0.0.1:0", "--s3", "127.0.0.1:0",
+        cmd = medianode(data_dir, "serve", "--workers", "1", "--gateway", "127.0.0.1:0", "--s3", "127.0.0.1:0",
                         "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht", "--no-mdns", "--json")  # fmt: skip
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)

@@ -358,7 +358,18 @@ class Bench:
     ) -> Proc:
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         cmd = medianode(
-            data_dir, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen", listen, *peers, "--no-mdns", "--json"
+            data_dir,
+            "serve",
+            "--gateway",
+            "127.0.0.1:0",
+            "--no-s3",
+            "--listen",
+            listen,
+            *peers,
+            "--no-mdns",
+            "--workers",
+            "1",
+            "--json",
         )
         return self.start(name, [*prefix, *cmd])
 

@@ -96,7 +96,7 @@ class Viewer:
 def serve(data: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         medianode(data, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht",
-                  "--no-mdns", "--json"),
+                  "--workers", "1", "--no-mdns", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.stdout is not None

@@ -208,6 +208,10 @@ SETTINGS = (
     Setting("gateway", "read_ahead", SIZE, "8MiB",
             "For a larger such file, fetch this many bytes past the range instead (a seek into a 4 GiB film "
             "should not cost a peer 4 GiB of uplink)."),
+    Setting("gateway", "workers", COUNT, 0,
+            "Processes answering the gateway's HTTP on its one socket, /ipfs/ reads from the store themselves; "
+            "with 2 or more, the main process (swarm, uploads, S3) answers only what they pass on. 1: the main "
+            "process alone. 0: one per core (medianode serve --workers overrides it)."),
     Setting("s3", "enabled", FLAG, True, "Serve the S3 API (medianode serve --no-s3 turns it off)."),
     Setting("s3", "listen", LISTEN, "127.0.0.1:9000", "Where it listens (medianode serve --s3 overrides)."),
     Setting("s3", "region", TEXT, "", "The region clients must sign for; empty: any region is accepted."),
@@ -304,6 +308,7 @@ class GatewayConfig:
     max_upload: int = DEFAULTS["gateway", "max_upload"]
     cache_whole_max: int = DEFAULTS["gateway", "cache_whole_max"]
     read_ahead: int = DEFAULTS["gateway", "read_ahead"]
+    workers: int = DEFAULTS["gateway", "workers"]  # 0: one per core
 
     def base_url(self) -> str:
         """Where this node's gateway is reached: ``public_url``, else the listen address."""

@@ -27,6 +27,7 @@ from .gateway.metrics import Metrics
 from .gateway.settings import GatewaySettings
 from .gateway.signaling import SignalingEndpoint
 from .gateway.tokens import TokenStore
+from .gateway.workers import WorkerPool, default_workers, owner_channel, owner_socket_path
 from .storage.store import BlockStore
 from .swarm.viewers.hub import ViewerHub
 
@@ -77,8 +78,10 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     sweep_every, upload_max_age = upload_expiry_timing()  # a bad override fails here, before anything opens
     gateway_socket, base = bind_listener(hyper)
     settings = gateway_settings(config, base)
+    workers = config.gateway.workers or default_workers()
     try:
         async with (
+            owner_socket_path() as owner_socket,
             open_swarm(
                 store,
                 config.data_dir,
@@ -106,13 +109,21 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
                 swarm.start_background(replicator.run)
             admin_token: dict[str, str] = {}
             signaling = SignalingEndpoint(store, ViewerHub(ice_servers=list(config.viewers.stun)))
-            app = build_app(store, settings, Metrics(), tokens, swarm, admin_token, signaling)
+            metrics = Metrics()
+            app = build_app(store, settings, metrics, tokens, swarm, admin_token, signaling)
             nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
                                upload_max_age)  # fmt: skip
-            hyper.bind = [f"fd://{gateway_socket.detach()}"]  # Hypercorn's socket owns the descriptor from here
-            await nursery.start(lambda task_status: serve_http(
-                app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
-            ))  # fmt: skip
+            if workers > 1:
+                # The gateway's socket is the workers' alone: this process answers what they pass on, so the
+                # swarm, an upload or gc here never holds up a read.
+                gateway_socket.listen(hyper.backlog)
+                await start_workers(nursery, workers, gateway_socket.fileno(), owner_socket, config.data_dir, base,
+                                    owner_channel(app, swarm, metrics), stop)  # fmt: skip
+            else:
+                hyper.bind = [f"fd://{gateway_socket.detach()}"]  # Hypercorn's socket owns the descriptor from here
+                await nursery.start(lambda task_status: serve_http(
+                    app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
+                ))  # fmt: skip
             s3_url = await start_s3(nursery, store, config, stop) if config.s3.enabled else None
             admin_token["token"] = write_api_file(config.data_dir, base)
             seeding = trio.CancelScope()
@@ -144,13 +155,13 @@ async def expire_uploads_until(
             await stop.wait()
 
 
-def hypercorn_config(listen: tuple[str, int]) -> GuardedConfig:
+def hypercorn_config(listen: tuple[str, int], limits: ConnectionLimits | None = None) -> GuardedConfig:
     """What both listeners (gateway and S3) share: quiet logs, bounded headers, a 5 s graceful stop, and
     the connection bounds of gateway/connections.py (a bad environment override fails here).
     Hypercorn's ``read_timeout`` stays off: it times every read, also those while a client only
     downloads, so it would cut long downloads."""
     host, port = listen
-    hyper = GuardedConfig(ConnectionLimits.from_environ())
+    hyper = GuardedConfig(limits or ConnectionLimits.from_environ())
     hyper.bind = [f"{url_host(host)}:{port}"]
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("medianode.http")
@@ -171,6 +182,21 @@ def bind_listener(hyper: GuardedConfig) -> tuple[socket.socket, str]:
     (sock,) = hyper.create_sockets().insecure_sockets
     host, port = sock.getsockname()[:2]
     return sock, f"http://{url_host(host)}:{port}"
+
+
+async def start_workers(nursery: trio.Nursery, count: int, listen_fd: int, owner_socket: str, data_dir: Path,
+                        url: str, channel: Any, stop: trio.Event) -> None:  # fmt: skip
+    """Listen on the owner's Unix socket for the workers' channel, then start ``count`` workers on the gateway's
+    listening socket (node/gateway/workers.py). The channel has no per-address bound: every worker is one
+    "address"."""
+    hyper = hypercorn_config(("127.0.0.1", 0), replace(ConnectionLimits.from_environ(), per_ip=0))
+    hyper.bind = [f"unix:{owner_socket}"]
+    hyper.websocket_max_message_size = 64 * 1024
+    await nursery.start(lambda task_status: serve_http(
+        channel, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
+    ))  # fmt: skip
+    pool = WorkerPool(count, listen_fd, owner_socket, data_dir, url, stop_bound=hyper.graceful_timeout + 1)
+    await nursery.start(pool.run, stop)
 
 
 async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:
@@ -218,11 +244,14 @@ def with_overrides(
     dht: bool = True,
     mdns: bool | None = None,
     s3: tuple[str, int] | bool | None = None,
+    workers: int | None = None,
 ) -> NodeConfig:
     """The config with ``serve``'s command-line options applied (``s3``: an address, False for
     --no-s3, None for the config's)."""
     if gateway is not None:
         config = replace(config, gateway=replace(config.gateway, listen=gateway))
+    if workers is not None:
+        config = replace(config, gateway=replace(config.gateway, workers=workers))
     if s3 is False:
         config = replace(config, s3=replace(config.s3, enabled=False))
     elif isinstance(s3, tuple):

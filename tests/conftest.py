@@ -176,6 +176,7 @@ class Served:
         mdns: bool = False,
         prefix: tuple[str, ...] = (),
         args: tuple[str, ...] = (),
+        workers: int = 1,
     ) -> None:
         self.data_dir = data_dir
         self.node = Node(data_dir)
@@ -183,7 +184,8 @@ class Served:
         peers = [arg for addr in bootstrap for arg in ("--bootstrap", addr)]
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--s3", "127.0.0.1:0",
-             "--listen", listen, *peers, "--mdns" if mdns else "--no-mdns", *args, "--json"],
+             "--listen", listen, *peers, "--mdns" if mdns else "--no-mdns", "--workers", str(workers), *args,
+             "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO,
         )  # fmt: skip
         assert self.proc.stdout is not None

@@ -38,6 +38,8 @@ def add_commands(commands: Commands) -> None:
         help="peer to stay connected to, repeatable",
     )
     p.add_argument("--no-dht", action="store_true", help="neither announce nor look up providers in the DHT")
+    p.add_argument("--workers", type=worker_count, metavar="N",
+                   help="processes answering the gateway's reads (default from config: 0, one per core)")  # fmt: skip
     s3 = p.add_mutually_exclusive_group()
     s3.add_argument("--s3", metavar="HOST:PORT", help="S3 API address (default from config: 127.0.0.1:9000)")
     s3.add_argument("--no-s3", action="store_true", help="do not run the S3 API")
@@ -46,6 +48,12 @@ def add_commands(commands: Commands) -> None:
         "--mdns", dest="mdns", action="store_true", default=None, help="find and announce peers on the LAN over mDNS"
     )
     mdns.add_argument("--no-mdns", dest="mdns", action="store_false", help="no mDNS (the default)")
+
+
+def worker_count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) > 1024:
+        raise argparse.ArgumentTypeError(f"a whole number from 0 (one per core) to 1024, got {text!r}")
+    return int(text)
 
 
 def cmd_init(args: argparse.Namespace, out: Output) -> None:
@@ -94,7 +102,14 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
     gateway = parse_listen(args.gateway) if args.gateway else None
     s3: tuple[str, int] | bool | None = False if args.no_s3 else (parse_listen(args.s3) if args.s3 else None)
     config = with_overrides(
-        load(args.data_dir), gateway, args.listen, args.bootstrap, dht=not args.no_dht, mdns=args.mdns, s3=s3
+        load(args.data_dir),
+        gateway,
+        args.listen,
+        args.bootstrap,
+        dht=not args.no_dht,
+        mdns=args.mdns,
+        s3=s3,
+        workers=args.workers,
     )
     demo: tuple[CID, int] | None = None
     if args.demo:

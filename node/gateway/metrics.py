@@ -94,6 +94,36 @@ class Metrics:
 
         return metrics
 
+    def http_counts(self) -> dict[str, Any]:
+        """What this process answered so far: requests by (route, method, status), and /ipfs/ body bytes.
+        A serving worker reports the growth of these to the owner (node/gateway/worker.py)."""
+        requests = {
+            (sample.labels["route"], sample.labels["method"], sample.labels["status"]): sample.value
+            for family in self.requests.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        }
+        served = sum(s.value for f in self.bytes_served.collect() for s in f.samples if s.name.endswith("_total"))
+        return {"requests": requests, "bytes_served": served}
+
+    def add_http_counts(self, report: dict[str, Any]) -> None:
+        """Add a worker's report (``{"requests": [[route, method, status, n]], "bytes_served": n}``) to ours,
+        so /metrics counts what every serving process answered. Refuses a malformed one whole."""
+        rows = report.get("requests", [])
+        served = report.get("bytes_served", 0)
+        if not isinstance(rows, list) or not isinstance(served, int | float) or served < 0:
+            raise ValueError("a metrics report is {requests: [[route, method, status, n]], bytes_served: n}")
+        checked = []
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 4 and all(isinstance(x, str) for x in row[:3])
+                    and isinstance(row[3], int | float) and row[3] > 0):  # fmt: skip
+                raise ValueError(f"a metrics report row is [route, method, status, n], got {row!r}")
+            checked.append(row)
+        for route, method, status, count in checked:
+            self.requests.labels(route, method, status).inc(count)
+        if served:
+            self.bytes_served.inc(served)
+
     def wrap(self, app: Any) -> ASGIApp:
         """ASGI middleware that counts every HTTP response by route, method and status."""
 

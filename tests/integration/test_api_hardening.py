@@ -242,7 +242,7 @@ def node_serve() -> list[str]:
     import sys
 
     return [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--no-mdns",
-            "--listen", "/ip4/127.0.0.1/tcp/0", "--json"]  # fmt: skip
+            "--listen", "/ip4/127.0.0.1/tcp/0", "--workers", "1", "--json"]  # fmt: skip
 
 
 BAD_NUMBERS = [b"\xb2", b"1\xb2", b"\xb9\xb2", b"9" * 5000, b"-1", b"+5", b"1e3", b"0x10", b"5 5", b""]

@@ -205,7 +205,7 @@ def test_serve_on_a_busy_port(node: Node) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         result = node.fails("serve", "--gateway", f"127.0.0.1:{port}", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0",
-                            "--no-mdns", match="address already in use")  # fmt: skip
+                            "--workers", "1", "--no-mdns", match="address already in use")  # fmt: skip
     assert result.code == 1 and "Traceback" not in result.stderr, result
 
 

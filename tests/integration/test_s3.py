@@ -339,7 +339,7 @@ def test_s3_listener_addresses_and_off_switch(tmp_path: Path) -> None:
         assert served.stop() == 0
     off = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "serve", "--gateway", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0",
-         "--no-s3", "--no-dht", "--json"],
+         "--no-s3", "--no-dht", "--workers", "1", "--json"],
         stdout=subprocess.PIPE, env={**os.environ, "MEDIANODE_DATA": str(tmp_path / "off")}, cwd=REPO,
     )  # fmt: skip
     try:
