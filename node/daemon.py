@@ -113,6 +113,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             app = build_app(store, settings, metrics, tokens, swarm, admin_token, signaling)
             nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
                                upload_max_age)  # fmt: skip
+            nursery.start_soon(app.sample_history, stop)  # the console's charts
             if workers > 1:
                 # The gateway's socket is the workers' alone: this process answers what they pass on, so the
                 # swarm, an upload or gc here never holds up a read.

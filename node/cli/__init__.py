@@ -3,10 +3,10 @@ becomes a line for its user.
 
 Each group is a module with its commands' arguments beside their handlers: ``serve`` (init, demo, serve),
 ``files`` (add, cat, get, ls, stat, export, import), ``watch``, ``pins`` (pin, gc, verify, repo), ``swarm`` (id,
-peers, provide, findprovs, swarm connect), ``tokens`` and ``s3``. Every command that prints a result also prints it
-as one JSON object with ``--json``. A failure is one line on stderr, ``medianode: error: ...``, and exit 1 (2 for
-bad usage, 130 for Ctrl-C); no traceback reaches a user. Storage commands import nothing from the network stack,
-so they start fast.
+peers, provide, findprovs, swarm connect), ``tokens``, ``s3`` and ``console``. Every command that prints a result
+also prints it as one JSON object with ``--json``. A failure is one line on stderr, ``medianode: error: ...``, and
+exit 1 (2 for bad usage, 130 for Ctrl-C); no traceback reaches a user. Storage commands import nothing from the
+network stack, so they start fast.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from .. import __version__
 from ..config import default_data_dir
 from ..errors import MedianodeError
 from ..logs import setup_logging
-from . import files, pins, s3, serve, swarm, tokens, watch
+from . import console, files, pins, s3, serve, swarm, tokens, watch
 from .commands import Commands
 from .output import EXIT_FAILED, CommandError, Output
 
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     swarm.add_commands(commands)
     tokens.add_commands(commands)
     s3.add_commands(commands)
+    console.add_commands(commands)
     return parser
 
 

@@ -119,8 +119,9 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
 
     def ready(node: dict[str, Any]) -> None:
         base = node["gateway"]
-        info: dict[str, Any] = {**node, "data_dir": str(config.data_dir)}
-        lines = [f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID", f"peer id: {node['peer_id']}"]
+        info: dict[str, Any] = {**node, "console": f"{base}/", "data_dir": str(config.data_dir)}
+        lines = [console_line(config, base), f"medianode serving {config.data_dir}", f"gateway: {base}/ipfs/CID",
+                 f"peer id: {node['peer_id']}"]  # fmt: skip
         if node.get("s3"):
             lines.append(f"s3: {node['s3']} (keys: medianode s3 key create --name HOST)")
         lines += [f"swarm: {addr}" for addr in node["swarm"]]
@@ -133,3 +134,15 @@ def cmd_serve(args: argparse.Namespace, out: Output) -> None:
         sys.stdout.flush()
 
     trio.run(run_node, config, ready)
+
+
+def console_line(config: NodeConfig, base: str) -> str:
+    """The console's login link (this run's admin token in its fragment) when stdout is a terminal; else,
+    as in a service's log, the console's address and the command that prints the link."""
+    from ..api_file import read_api_file
+    from .console import login_url
+
+    api = read_api_file(config.data_dir) if sys.stdout.isatty() else None
+    if api is not None:
+        return f"console (open this to manage the node): {login_url(base, api['token'])}"
+    return f"console: {base}/ (log in with the link `medianode console` prints)"

@@ -254,9 +254,15 @@ class WriteAPI:
     # -- helpers --------------------------------------------------------------------------
 
     def authenticate(self, request: Request) -> TokenInfo:
+        """The upload token sent; the admin token of this run (the console's) uploads as the token
+        ``console``, made when first needed (``node/gateway/console.py``)."""
+        from .console import admin_upload_account
+
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         info = self.tokens.authenticate(token.strip()) if scheme.lower() == "bearer" else None
+        if info is None and scheme.lower() == "bearer":
+            info = admin_upload_account(request, self.tokens, token.strip())
         if info is None:
             raise HTTPProblem(401, "a valid bearer token is required", {"WWW-Authenticate": 'Bearer realm="medianode"'})
         return info

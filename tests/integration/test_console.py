@@ -1,0 +1,317 @@
+"""The operator's console at ``/`` in real headless Chromium, against a real ``medianode serve``.
+
+Read-only without a login (and writes refused), the login link ``medianode console`` prints, uploads through
+the page's own file input over tus (the CID ``medianode add`` gives the same bytes), the charts filling with
+real traffic, tokens and S3 keys shown once and revoked, and a CID pinned from another node over the swarm.
+Screenshots at desktop and phone size are left in each test's tmp dir and in /tmp/screens/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import Node, Served, gen
+
+SIZES: dict[str, dict[str, Any]] = {
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+    "phone": {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 2,
+    },
+}
+SCREENS = Path("/tmp/screens")
+WAIT = 60_000  # ms: Playwright's deadline for a condition (the page refreshes every 5 s, the sampler too)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    server = Served(tmp_path / "served")
+    yield server
+    assert server.stop() == 0
+
+
+def admin_token(served: Served) -> str:
+    return str(json.loads((served.data_dir / "api.json").read_text())["token"])
+
+
+class Console:
+    """One browser context on the console; every console error and uncaught exception is kept."""
+
+    def __init__(self, browser: Any, served: Served, size: str = "desktop") -> None:
+        self.served = served
+        self.context = browser.new_context(**SIZES[size])
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda exc: self.problems.append(f"uncaught: {exc}"))
+        self.page.on("dialog", lambda dialog: dialog.accept())  # the confirm() before unpin and revoke
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text} ({message.location.get('url')})")
+
+    def open(self, fragment: str = "") -> None:
+        self.page.goto(f"{self.served.url}/{fragment}", wait_until="load")
+        self.until("document.body.dataset.role !== undefined")
+
+    def login(self) -> None:
+        self.open(f"#login={admin_token(self.served)}")
+        self.until("document.body.dataset.role === 'admin'")
+
+    def tab(self, name: str) -> None:
+        self.page.click(f"#tabs a[data-tab={name}]")
+        self.until(f"!document.getElementById('tab-{name}').hidden")
+
+    def until(self, condition: str, arg: Any = None) -> Any:
+        """Wait for ``condition`` (an expression, or a function of ``arg``) to hold. An expression is made a
+        function: Playwright evaluates expressions with eval(), which the page's CSP refuses."""
+        function = condition if condition.startswith("(") else f"() => ({condition})"
+        return self.page.wait_for_function(function, arg=arg, timeout=WAIT)
+
+    def fetch_status(self, path: str, method: str, headers: dict[str, str], body: str | None = None) -> int:
+        """The status the page's own fetch() gets."""
+        return int(self.page.evaluate(
+            "([path, method, headers, body]) => fetch(path, {method, headers, body}).then((r) => r.status)",
+            [path, method, headers, body],
+        ))  # fmt: skip
+
+    def screenshot(self, tmp_path: Path, name: str, full_page: bool = False) -> Path:
+        path = tmp_path / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=full_page)
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENS / path.name)
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def test_without_a_login_the_console_is_read_only_and_writes_are_refused(browser: Any, served: Served) -> None:
+    home = httpx.get(f"{served.url}/")
+    assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+    assert "set-cookie" not in home.headers
+    console = Console(browser, served)
+    console.open()
+    console.until("(peer) => document.getElementById('st-peer-id').textContent === peer", served.peer_id)
+    page = console.page
+    assert page.locator("#readonly-banner").is_visible()
+    assert page.locator("#role-badge").text_content() == "Read-only"
+    assert "medianode console" in str(page.locator("#readonly-banner").text_content())
+    assert page.locator("#st-addrs li code").first.text_content() == served.swarm_addrs[0]
+    assert console.problems == []
+    console.tab("upload")
+    assert page.locator("#upload-locked").is_visible() and page.locator("#file-input").is_disabled()
+    console.tab("access")
+    assert page.locator("#access-locked").is_visible() and not page.locator("#tokens-card").is_visible()
+    # The page's own requests without a credential, and with an upload token where the admin's is needed.
+    json_body = {"Content-Type": "application/json"}
+    assert console.fetch_status("/api/v1/console/tokens", "POST", json_body, '{"name": "x"}') == 401
+    assert console.fetch_status("/api/v1/console/tokens", "GET", {}) == 401
+    assert console.fetch_status("/api/v1/console/s3/keys", "POST", json_body, '{"name": "x"}') == 401
+    assert console.fetch_status("/api/v1/console/pins", "POST", json_body, '{"cid": "bafkqaaa"}') == 401
+    assert console.fetch_status("/api/v1/uploads", "POST", {"Tus-Resumable": "1.0.0", "Upload-Length": "3"}) == 401
+    assert console.fetch_status("/api/v1/console/tokens", "GET", {"Authorization": "Bearer not-the-token"}) == 401
+    upload_token = served.node.ok("token", "create", "--name", "uploader").text.strip().splitlines()[-1]
+    bearer = {"Authorization": f"Bearer {upload_token}", **json_body}
+    assert console.fetch_status("/api/v1/console/tokens", "POST", bearer, '{"name": "x"}') == 403
+    assert [t["name"] for t in json.loads(served.node.ok("token", "ls", "--json").text)["tokens"]] == ["uploader"]
+    console.close()
+
+
+def test_upload_through_the_page_stores_what_add_stores(browser: Any, served: Served, tmp_path: Path) -> None:
+    files = {"clip one.bin": gen(9 * 1024 * 1024 + 12345, b"console-1"), "notes.txt": b"hello from the console\n"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    reference = Node(tmp_path / "reference")  # another node: what `medianode add --json` prints for these bytes
+    expected = {name: reference.ok("add", str(tmp_path / name), "--json").json["cid"] for name in files}
+    console = Console(browser, served)
+    console.login()
+    token = admin_token(served)
+    assert token not in console.page.url, "the login fragment stays out of the address bar"
+    assert console.page.evaluate("sessionStorage.getItem('medianode.console.token')") == token
+    assert console.page.locator("#role-badge").text_content() == "Admin"
+    assert console.page.locator("#readonly-banner").is_hidden()
+    console.tab("upload")
+    console.page.set_input_files("#file-input", [str(tmp_path / name) for name in files])
+    console.until(
+        "document.querySelectorAll('.upload.done').length === 2 || !!document.querySelector('.upload.failed')"
+    )
+    assert console.page.locator(".upload.failed").count() == 0, console.page.locator(".upload.failed").text_content()
+    shown = {
+        str(row.locator(".fname").text_content()): row.get_attribute("data-cid")
+        for row in console.page.locator(".upload.done").all()
+    }
+    assert shown == expected
+    attachment = json.loads(str(console.page.locator(".upload.done pre.json").first.text_content()))
+    assert attachment["type"] == "Document" and attachment["digestMultibase"]
+    for name, cid in expected.items():
+        assert served.node.ok("stat", cid, "--json").json["pinned"]
+        assert httpx.get(f"{served.url}/ipfs/{cid}").content == files[name]
+    console.screenshot(tmp_path, "console-upload-desktop")
+    # The library lists them, newest first, with their names; unpin from the page.
+    console.tab("library")
+    console.until("document.querySelectorAll('#lib-items .item').length === 2")
+    names = console.page.locator("#lib-items .item .name").all_text_contents()
+    assert sorted(names) == sorted(files)
+    console.screenshot(tmp_path, "console-library-desktop")
+    console.page.click(f".item[data-cid='{expected['notes.txt']}'] button.danger")
+    console.until("document.querySelectorAll('#lib-items .item').length === 1")
+    assert not served.node.ok("stat", expected["notes.txt"], "--json").json["pinned"]
+    # Uploads with the admin token are counted under the `console` account.
+    accounts = {t["name"]: t for t in json.loads(served.node.ok("token", "ls", "--json").text)["tokens"]}
+    assert accounts["console"]["used"] == sum(len(data) for data in files.values())
+    assert console.problems == []
+    console.close()
+
+
+def test_charts_fill_with_traffic(browser: Any, served: Served, tmp_path: Path) -> None:
+    data = gen(3 * 1024 * 1024, b"console-charts")
+    (tmp_path / "served.bin").write_bytes(data)
+    cid = served.node.ok("add", str(tmp_path / "served.bin"), "--json").json["cid"]
+    for _ in range(4):
+        assert httpx.get(f"{served.url}/ipfs/{cid}").content == data
+    for size in ("desktop", "phone"):
+        console = Console(browser, served, size)
+        console.open()
+        console.until("(least) => Number(document.getElementById('chart-http').dataset.total) >= least", 4 * len(data))
+        console.until("Number(document.getElementById('chart-storage').dataset.total) > 0")
+        assert console.page.locator("#chart-http svg path.line").count() == 1
+        assert console.page.locator("#chart-storage svg path.line").count() == 2
+        assert console.page.locator("#st-pins").text_content() == "1"
+        console.screenshot(tmp_path, f"console-{size}")
+        console.screenshot(tmp_path, f"console-{size}-full", full_page=True)
+        assert console.problems == []
+        console.close()
+    series = httpx.get(f"{served.url}/api/v1/console/history", params={"span": 900}).json()
+    assert series["totals"]["http"] >= 4 * len(data)
+    assert max(rate for rate in series["rates"]["http"] if rate is not None) > 0
+
+
+def test_tokens_and_keys_are_shown_once_and_revoked(browser: Any, served: Served, tmp_path: Path) -> None:
+    console = Console(browser, served)
+    console.login()
+    console.tab("access")
+    page = console.page
+    page.fill("#token-name", "social.example")
+    page.fill("#token-limit", "2GiB")
+    page.click("#token-form button[type=submit]")
+    console.until("!document.getElementById('token-secret').hidden")
+    secret = str(page.locator("#token-secret code.secret-value").text_content())
+    assert secret.startswith("mn_")
+    console.until("!!document.querySelector('#token-table tr[data-name=\"social.example\"]')")
+    assert "2.00 GiB" in str(page.locator('#token-table tr[data-name="social.example"]').text_content())
+    # The token works for the upload API; nothing shows it again.
+    added = httpx.post(f"{served.url}/api/v1/add", params={"filename": "a.txt"}, content=b"a",
+                       headers={"Authorization": f"Bearer {secret}"})  # fmt: skip
+    assert added.status_code == 201
+    listed = httpx.get(
+        f"{served.url}/api/v1/console/tokens", headers={"Authorization": f"Bearer {admin_token(served)}"}
+    )
+    assert secret not in listed.text
+    page.fill("#key-name", "mastodon.example")
+    page.fill("#key-buckets", "mastodon-media")
+    page.click("#key-form button[type=submit]")
+    console.until("!document.getElementById('key-secret').hidden")
+    key_id, key_secret = page.locator("#key-secret code.secret-value").all_text_contents()
+    assert key_id.startswith("MN") and len(key_secret) >= 30
+    console.until("!!document.querySelector('#key-table tr[data-name=\"mastodon.example\"]')")
+    keys = json.loads(served.node.ok("s3", "key", "ls", "--json").text)["keys"]
+    assert [(k["name"], k["access_key_id"], k["buckets"]) for k in keys] == [
+        ("mastodon.example", key_id, ["mastodon-media"])
+    ]
+    console.screenshot(tmp_path, "console-access-desktop")
+    page.reload()
+    console.until("document.body.dataset.role === 'admin'")  # the tab stays logged in
+    console.tab("access")
+    console.until("!!document.querySelector('#key-table tr[data-name=\"mastodon.example\"]')")
+    content = page.content()
+    assert secret not in content and key_secret not in content
+    # Revoke both from the page.
+    page.click('#token-table tr[data-name="social.example"] button.danger')
+    console.until("!document.querySelector('#token-table tr[data-name=\"social.example\"]')")
+    refused = httpx.post(f"{served.url}/api/v1/add", content=b"b", headers={"Authorization": f"Bearer {secret}"})
+    assert refused.status_code == 401
+    page.click('#key-table tr[data-name="mastodon.example"] button.danger')
+    console.until("!document.querySelector('#key-table tr[data-name=\"mastodon.example\"]')")
+    assert json.loads(served.node.ok("s3", "key", "ls", "--json").text)["keys"] == []
+    assert console.problems == []
+    console.close()
+
+
+def test_an_upload_token_logs_in_to_upload_only(browser: Any, served: Served, tmp_path: Path) -> None:
+    token = served.node.ok("token", "create", "--name", "pixelfed.example").text.strip().splitlines()[-1]
+    (tmp_path / "photo.bin").write_bytes(gen(70_000, b"console-uploader"))
+    console = Console(browser, served, "phone")
+    console.open()
+    console.page.fill("#login-token", token)
+    console.page.click("#login-form button[type=submit]")
+    console.until("document.body.dataset.role === 'uploader'")
+    assert "pixelfed.example" in str(console.page.locator("#role-badge").text_content())
+    console.tab("upload")
+    console.page.set_input_files("#file-input", str(tmp_path / "photo.bin"))
+    console.until("!!document.querySelector('.upload.done')")
+    accounts = {t["name"]: t["used"] for t in json.loads(served.node.ok("token", "ls", "--json").text)["tokens"]}
+    assert accounts == {"pixelfed.example": 70_000}
+    console.screenshot(tmp_path, "console-upload-phone")
+    console.tab("access")
+    assert console.page.locator("#access-locked").is_visible()
+    assert console.problems == []
+    console.close()
+
+
+def test_a_cid_another_node_has_is_fetched_and_pinned(browser: Any, tmp_path: Path) -> None:
+    a = Served(tmp_path / "a")
+    b = None
+    try:
+        data = gen(2 * 1024 * 1024 + 7, b"console-swarm")
+        (tmp_path / "remote.bin").write_bytes(data)
+        cid = a.node.ok("add", str(tmp_path / "remote.bin"), "--json").json["cid"]
+        b = Served(tmp_path / "b", bootstrap=(a.swarm_addrs[0],))
+        console = Console(browser, b)
+        console.login()
+        console.tab("library")
+        assert console.page.locator("#lib-empty").is_visible()
+        console.page.fill("#pin-cid", cid)
+        console.page.click("#pin-form button[type=submit]")
+        console.until("document.querySelectorAll('#lib-items .item').length === 1")
+        assert console.page.locator("#lib-items .item").get_attribute("data-cid") == cid
+        assert b.node.ok("stat", cid, "--json").json["pinned"]
+        assert httpx.get(f"{b.url}/ipfs/{cid}").content == data
+        # A CID nobody has: the failure is shown and can be dismissed.
+        missing = Node(tmp_path / "nobody")
+        (tmp_path / "nobody.bin").write_bytes(b"nobody has this")
+        absent = missing.ok("add", str(tmp_path / "nobody.bin"), "--json").json["cid"]
+        console.page.fill("#pin-cid", absent)
+        console.page.click("#pin-form button[type=submit]")
+        console.until("!!document.querySelector('#lib-pending li.failed')")
+        console.page.click("#lib-pending li.failed button")
+        console.until("!document.querySelector('#lib-pending li')")
+        assert console.problems == []
+        console.close()
+    finally:
+        assert a.stop() == 0
+        if b is not None:
+            assert b.stop() == 0
+
+
+def test_console_command_prints_the_login_link(served: Served, node: Node) -> None:
+    token = admin_token(served)
+    shown = served.node.ok("console", "--json").json
+    assert shown["login_url"] == f"{served.url}/#login={token}"
+    assert shown["console"] == f"{served.url}/"
+    assert served.node.ok("console", "--url").text.strip() == shown["login_url"]
+    assert re.search(r"^console: http://\S+/#login=\S+$", served.node.ok("console").text, re.MULTILINE)
+    assert served.ready["console"] == f"{served.url}/"  # serve's own JSON line: the address, never the token
+    assert token not in json.dumps(served.ready)
+    node.fails("console", match="serve is not running")
