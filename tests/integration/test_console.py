@@ -327,3 +327,27 @@ def test_console_command_prints_the_login_link(served: Served, node: Node) -> No
     assert served.ready["console"] == f"{served.url}/"  # serve's own JSON line: the address, never the token
     assert token not in json.dumps(served.ready)
     node.fails("console", match="serve is not running")
+
+
+def test_a_clip_shows_its_poster_and_what_its_viewers_took(browser: Any, served: Served, tmp_path: Path) -> None:
+    from node.demo import make_demo_clip
+
+    clip = make_demo_clip(tmp_path / "Harbour at dawn.mp4", 6)
+    cid = served.node.ok("add", str(clip), "--json").json["cid"]
+    console = Console(browser, served)
+    console.open("#library")
+    item = f"#lib-items .item[data-cid='{cid}']"
+    console.until(f'!!document.querySelector("{item} .thumb img")?.naturalWidth')
+    assert console.page.locator(f"{item} a", has_text="Watch").get_attribute("href") == f"/watch/{cid}"
+    # A viewer plays it on its watch page; the hub counts what it took, and the library and the charts show it.
+    viewer = browser.new_context(viewport={"width": 390, "height": 844})
+    watch = viewer.new_page()
+    watch.goto(f"{served.url}/watch/{cid}", wait_until="load")
+    console.until(f'Number(document.querySelector("{item}")?.dataset.http) > 0')
+    assert "HTTP" in str(console.page.locator(f"{item} .stats").text_content())
+    console.screenshot(tmp_path, "console-library-clip-desktop")
+    console.tab("overview")
+    console.until("Number(document.getElementById('chart-viewers').dataset.total) > 0")
+    viewer.close()
+    assert console.problems == []
+    console.close()

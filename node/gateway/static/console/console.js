@@ -387,8 +387,10 @@ function libraryItem(item) {
   const mt = item.media_type || "";
   const thumb = el("div", { class: "thumb" }, el("span", { class: "kind", text: kindLabel(item) }));
   const playable = mt.startsWith("video/") || mt.startsWith("audio/");
-  if (mt.startsWith("video/") || mt.startsWith("image/")) {
-    const img = el("img", { alt: "", loading: "lazy", decoding: "async", src: `/api/v1/poster/${item.cid}` });
+  if (mt.startsWith("video/") || (mt.startsWith("image/") && item.size <= 8 * 1024 * 1024)) {
+    // A video's poster (the node makes one per clip), an image itself.
+    const src = mt.startsWith("video/") ? `/api/v1/poster/${item.cid}` : `/ipfs/${item.cid}`;
+    const img = el("img", { alt: "", loading: "lazy", decoding: "async", src });
     img.addEventListener("error", () => img.remove()); // no poster (yet): the kind label shows
     thumb.append(img);
   }
@@ -416,7 +418,7 @@ function libraryItem(item) {
     el("span", { class: "spacer" }),
     state.role === "admin" ? el("button", { type: "button", class: "danger small", text: "Unpin", onclick: () => unpin(item) }) : null,
   );
-  return el("li", { class: "item", "data-cid": item.cid },
+  return el("li", { class: "item", "data-cid": item.cid, "data-peers": String(fromPeers), "data-http": String(fromHttp) },
     thumb,
     el("div", { class: "body" },
       el("div", { class: "name", text: item.name || "(no name)", title: item.name || "" }),
