@@ -176,7 +176,8 @@ class Served:
         mdns: bool = False,
         prefix: tuple[str, ...] = (),
         args: tuple[str, ...] = (),
-        workers: int = 1,
+        # One process unless a test is about workers; MEDIANODE_TEST_WORKERS=2 runs every such test through two.
+        workers: int = int(os.environ.get("MEDIANODE_TEST_WORKERS", "1")),
     ) -> None:
         self.data_dir = data_dir
         self.node = Node(data_dir)
