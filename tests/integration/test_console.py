@@ -351,3 +351,20 @@ def test_a_clip_shows_its_poster_and_what_its_viewers_took(browser: Any, served:
     viewer.close()
     assert console.problems == []
     console.close()
+
+
+def test_reached_by_another_address_it_says_how_to_log_in(browser: Any, tmp_path: Path) -> None:
+    served = Served(tmp_path / "served", args=("--gateway", "127.0.0.2:0"))  # not the name the node's machine uses
+    try:
+        assert served.url.startswith("http://127.0.0.2:")
+        console = Console(browser, served, "phone")
+        console.open()
+        banner = console.page.locator("#readonly-banner")
+        console.until("document.getElementById('readonly-why').textContent.includes('without a login')")
+        assert "127.0.0.2" in str(banner.text_content()) and "medianode console" in str(banner.text_content())
+        assert console.page.locator("#login-form").is_visible()
+        console.screenshot(tmp_path, "console-remote-phone")
+        assert console.problems == []
+        console.close()
+    finally:
+        assert served.stop() == 0

@@ -139,14 +139,17 @@ function setRole(role, why, me = {}) {
   const badge = $("role-badge");
   badge.className = `badge ${role === "anonymous" ? "" : role}`;
   badge.textContent = role === "admin" ? "Admin" : role === "uploader" ? `Uploader · ${me.name}` : "Read-only";
+  badge.title = role === "uploader" ? `Logged in with the upload token ${me.name}` : badge.textContent;
   document.body.dataset.role = role;
   $("logout").hidden = role === "anonymous";
   $("readonly-banner").hidden = role === "admin";
   const loopback = ["127.0.0.1", "localhost", "[::1]", "::1"].includes(location.hostname);
+  $("readonly-title").textContent = role === "uploader" ? "Upload only." : "Read-only.";
   $("readonly-why").textContent = role === "uploader"
     ? "This upload token can upload files; pins, tokens and keys need the admin token."
     : why || (loopback ? "You are viewing this node's public status." : `You reached this node at ${location.host}, without a login: what you see is public.`);
   $("login-form").hidden = role !== "anonymous";
+  $("paste-hint").hidden = role !== "anonymous";
   if (why && role === "anonymous" && state.everLoggedIn) showLoginError(why);
   for (const b of document.querySelectorAll(".needs-admin")) b.disabled = role !== "admin";
   const canUpload = role === "admin" || role === "uploader";
@@ -574,7 +577,7 @@ function uploadRow(file) {
       state_.textContent = "stored";
       const json = JSON.stringify(result.attachment, null, 2);
       row.append(
-        el("div", { class: "row" },
+        el("div", { class: "row result" },
           el("code", { text: result.cid, title: "CID" }),
           copyButton(result.cid, "Copy CID"),
           el("a", { href: `/ipfs/${result.cid}`, target: "_blank", rel: "noopener noreferrer", text: "Open" }),
