@@ -65,6 +65,7 @@ from starlette.routing import Route
 from ..errors import MedianodeError
 from ..storage.cid import CID
 from ..storage.errors import NoSpace, QuotaExceeded
+from ..storage.files import replace_file, write_all
 from ..storage.importer import ChunkFeeder
 from ..storage.store import BlockStore
 from .attachment import AttachmentCache, MediaFacts, attachment_object
@@ -466,7 +467,7 @@ class WriteAPI:
         # charge removes the files (nothing to refund). The sweeper leaves an upload this young alone.
         try:
             os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
-            _write_json(meta_path, meta)
+            replace_file(meta_path, json.dumps(meta).encode())
             charged = self.tokens.charge(token.name, length)
         except BaseException:
             meta_path.unlink(missing_ok=True)
@@ -562,7 +563,7 @@ class WriteAPI:
         meta["result"] = await self.result(outcome, meta["name"], meta["pin"])
         meta["finished"] = time.time()
         try:
-            _write_json(meta_path, meta)
+            replace_file(meta_path, json.dumps(meta).encode())
         except OSError as exc:
             # The file is stored and this answer carries the result: with no room to keep it for a later
             # GET, the upload ends here (its charge stands for the stored file).
@@ -579,7 +580,7 @@ class WriteAPI:
             async for chunk in request.stream():
                 if received + len(chunk) > room:
                     raise HTTPProblem(413, "PATCH body runs past Upload-Length")
-                await trio.to_thread.run_sync(_write_all, fd, chunk)
+                await trio.to_thread.run_sync(write_all, fd, chunk)
                 received += len(chunk)
         finally:
             await trio.to_thread.run_sync(os.fsync, fd)
@@ -594,23 +595,6 @@ class WriteAPI:
                     yield piece
 
         return await self.import_chunks(chunks(), token, name, pin, prepaid=length)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Replace ``path`` with ``data`` whole, or leave it as it was (and no temporary file) on failure."""
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class MultipartFile:
