@@ -223,7 +223,7 @@ class Console:
 
         return [
             Route("/", self.page, methods=["GET", "HEAD"]),
-            Mount("/console", StaticFiles(directory=STATIC), name="console"),
+            Mount("/console", with_headers(StaticFiles(directory=STATIC), PAGE_HEADERS), name="console"),
             Route("/api/v1/console/whoami", guarded(self.whoami), methods=["GET"]),
             Route("/api/v1/console/status", guarded(self.status), methods=["GET"]),
             Route("/api/v1/console/library", guarded(self.library), methods=["GET"]),
@@ -480,6 +480,23 @@ class Console:
         name = request.path_params["name"]
         key = await trio.to_thread.run_sync(self._with_catalog, lambda catalog: catalog.revoke_key(name))
         return JSONResponse({"name": key.name, "access_key_id": key.access_key_id, "revoked": True})
+
+
+def with_headers(app: Any, headers: dict[str, str]) -> Any:
+    """``app`` with ``headers`` added to each response it starts (the console's files get the page's policy,
+    so ``/console/index.html`` cannot be framed either)."""
+    extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control"]
+                message = {**message, "headers": kept + extra}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return wrapped
 
 
 async def json_body(request: Request) -> dict[str, Any]:
