@@ -9,8 +9,12 @@ Screenshots at desktop and phone size are left in each test's tmp dir and in /tm
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Node, Served, gen
+from conftest import REPO, Node, Served, gen
+from node.demo import make_demo_clip
 
-SIZES: dict[str, dict[str, Any]] = {
+PAGE_SIZES: dict[str, dict[str, Any]] = {
     "desktop": {"viewport": {"width": 1280, "height": 800}},
     "phone": {
         "viewport": {"width": 390, "height": 844},
@@ -29,7 +34,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "device_scale_factor": 2,
     },
 }
-SCREENS = Path("/tmp/screens")
+SCREENSHOTS = Path("/tmp/screens")
+
 WAIT = 60_000  # ms: Playwright's deadline for a condition (the page refreshes every 5 s, the sampler too)
 
 
@@ -57,7 +63,7 @@ class Console:
 
     def __init__(self, browser: Any, served: Served, size: str = "desktop") -> None:
         self.served = served
-        self.context = browser.new_context(**SIZES[size])
+        self.context = browser.new_context(**PAGE_SIZES[size])
         self.page = self.context.new_page()
         self.problems: list[str] = []
         self.page.on("console", self._console)
@@ -96,8 +102,8 @@ class Console:
     def screenshot(self, tmp_path: Path, name: str, full_page: bool = False) -> Path:
         path = tmp_path / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=full_page)
-        SCREENS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, SCREENS / path.name)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / path.name)
         return path
 
     def close(self) -> None:
@@ -109,6 +115,9 @@ def test_without_a_login_the_console_is_read_only_and_writes_are_refused(browser
     assert home.status_code == 200 and home.headers["content-type"].startswith("text/html")
     assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
     assert "set-cookie" not in home.headers
+    for static in ("/console/index.html", "/console/console.js", "/console/console.css"):
+        answer = httpx.get(f"{served.url}{static}")
+        assert answer.status_code == 200 and answer.headers["x-frame-options"] == "DENY", static
     console = Console(browser, served)
     console.open()
     console.until("(peer) => document.getElementById('st-peer-id').textContent === peer", served.peer_id)
@@ -330,8 +339,6 @@ def test_console_command_prints_the_login_link(served: Served, node: Node) -> No
 
 
 def test_a_clip_shows_its_poster_and_what_its_viewers_took(browser: Any, served: Served, tmp_path: Path) -> None:
-    from node.demo import make_demo_clip
-
     clip = make_demo_clip(tmp_path / "Harbour at dawn.mp4", 6)
     cid = served.node.ok("add", str(clip), "--json").json["cid"]
     console = Console(browser, served)
@@ -368,3 +375,31 @@ def test_reached_by_another_address_it_says_how_to_log_in(browser: Any, tmp_path
         console.close()
     finally:
         assert served.stop() == 0
+
+
+def test_serve_on_a_terminal_prints_the_login_link_first(tmp_path: Path) -> None:
+    """``serve --demo`` on a terminal (a pty here): its first line is the console's login link, with the token of
+    api.json; off a terminal (a service's log) the address alone, as ``Served`` reads it."""
+    data_dir = tmp_path / "node"
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node.cli", "serve", "--demo", "--gateway", "127.0.0.1:0", "--no-s3",
+         "--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns", "--workers", "1"],
+        stdout=secondary, stderr=subprocess.PIPE, env={**os.environ, "MEDIANODE_DATA": str(data_dir)}, cwd=REPO,
+    )  # fmt: skip
+    os.close(secondary)
+    try:
+        output = b""
+        while b"stop with" not in output:
+            chunk = os.read(primary, 4096)
+            assert chunk, f"serve ended: {proc.stderr.read() if proc.stderr else ''}"
+            output += chunk
+        lines = output.decode().splitlines()
+        token = json.loads((data_dir / "api.json").read_text())["token"]
+        base = json.loads((data_dir / "api.json").read_text())["url"]
+        assert lines[0] == f"console (open this to manage the node): {base}/#login={token}"
+        assert any(line.startswith("demo clip: ") for line in lines)
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        os.close(primary)
