@@ -271,6 +271,19 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
+# Every page is checked, and photographed, at these two sizes; the screenshots are copied here to look at.
+PAGE_SIZES: dict[str, dict[str, Any]] = {
+    "desktop": {"viewport": {"width": 1280, "height": 800}},
+    "phone": {
+        "viewport": {"width": 390, "height": 844},
+        "is_mobile": True,
+        "has_touch": True,
+        "device_scale_factor": 2,
+    },
+}
+SCREENSHOTS = Path("/tmp/screens")
+
+
 @pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
     if not Path(CHROMIUM).exists():

@@ -78,8 +78,6 @@ class WorkerPool:
         self.data_dir = data_dir
         self.url = url
         self.stop_bound = stop_bound
-        self.pids: dict[int, int] = {}  # worker index -> pid of its current process
-        self.starts = 0  # processes started, restarts included
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "node.gateway.worker", "--data-dir", str(self.data_dir),
@@ -101,8 +99,6 @@ class WorkerPool:
             # Its stdin is a pipe only we hold: it ends when we do, however we end (worker.end_with_owner).
             process = await trio.lowlevel.open_process(self.argv(), pass_fds=(self.listen_fd,),
                                                        stdin=subprocess.PIPE)  # fmt: skip
-            self.pids[index] = process.pid
-            self.starts += 1
             log.info("worker started", extra={"fields": {"worker": index, "pid": process.pid}})
             try:
                 code = await process.wait()

@@ -22,19 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import REPO, Node, Served, gen
+from conftest import PAGE_SIZES, REPO, SCREENSHOTS, Node, Served, gen
 from node.demo import make_demo_clip
-
-PAGE_SIZES: dict[str, dict[str, Any]] = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {
-        "viewport": {"width": 390, "height": 844},
-        "is_mobile": True,
-        "has_touch": True,
-        "device_scale_factor": 2,
-    },
-}
-SCREENSHOTS = Path("/tmp/screens")
 
 WAIT = 60_000  # ms: Playwright's deadline for a condition (the page refreshes every 5 s, the sampler too)
 

@@ -17,19 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import Node, Served
+from conftest import PAGE_SIZES, SCREENSHOTS, Node, Served
 from node.demo import make_demo_clip
 
-SIZES: dict[str, dict[str, Any]] = {
-    "desktop": {"viewport": {"width": 1280, "height": 800}},
-    "phone": {
-        "viewport": {"width": 390, "height": 844},
-        "is_mobile": True,
-        "has_touch": True,
-        "device_scale_factor": 2,
-    },
-}
-SCREENS = Path("/tmp/screens")
 WAIT = 30_000  # ms: Playwright's deadline for a condition
 NAMES = ["Harbour at dawn.mp4", "second take.mp4", "third.mp4"]
 
@@ -55,7 +45,7 @@ class Viewer:
 
     def __init__(self, browser: Any, size: str) -> None:
         self.size = size
-        self.context = browser.new_context(**SIZES[size])
+        self.context = browser.new_context(**PAGE_SIZES[size])
         self.page = self.context.new_page()
         self.problems: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
@@ -76,7 +66,7 @@ class Viewer:
 
     def swipe(self, fraction: float) -> None:
         """A finger dragged up the screen (fraction > 0: towards the next clip) or down, as real touch input."""
-        viewport = SIZES[self.size]["viewport"]
+        viewport = PAGE_SIZES[self.size]["viewport"]
         x, height = viewport["width"] / 2, viewport["height"]
         start = height * (0.8 if fraction > 0 else 0.2)
         cdp = self.context.new_cdp_session(self.page)
@@ -90,8 +80,8 @@ class Viewer:
     def screenshot(self, tmp_path: Path, name: str) -> Path:
         path = tmp_path / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
-        SCREENS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, SCREENS / path.name)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, SCREENSHOTS / path.name)
         return path
 
     def close(self) -> None:
