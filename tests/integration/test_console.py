@@ -392,3 +392,36 @@ def test_serve_on_a_terminal_prints_the_login_link_first(tmp_path: Path) -> None
         proc.terminate()
         assert proc.wait(timeout=30) == 0
         os.close(primary)
+
+
+def test_an_interrupted_upload_resumes_where_it_stopped(browser: Any, served: Served, tmp_path: Path) -> None:
+    """The connection breaks under the second PATCH (Playwright aborts it on its way out): the page asks the
+    node where the upload stands (HEAD) and sends only the rest; the stored file is the whole one."""
+    data = gen(8 * 1024 * 1024 + 300_000, b"console-resume")
+    (tmp_path / "long take.bin").write_bytes(data)
+    expected = Node(tmp_path / "reference").ok("add", str(tmp_path / "long take.bin"), "--json").json["cid"]
+    console = Console(browser, served)
+    console.login()
+    console.tab("upload")
+    seen: list[tuple[str, str]] = []
+
+    def cut_the_second_patch(route: Any) -> None:
+        request = route.request
+        patches = [method for method, _ in seen if method == "PATCH"]
+        seen.append((request.method, str(request.headers.get("upload-offset"))))
+        if request.method == "PATCH" and len(patches) == 1:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    console.page.route("**/api/v1/uploads/*", cut_the_second_patch)
+    console.page.set_input_files("#file-input", str(tmp_path / "long take.bin"))
+    console.until("!!document.querySelector('.upload.done') || !!document.querySelector('.upload.failed')")
+    assert console.page.locator(".upload.done").get_attribute("data-cid") == expected
+    chunk = str(8 * 1024 * 1024)
+    assert seen == [("PATCH", "0"), ("PATCH", chunk), ("HEAD", "None"), ("PATCH", chunk)]
+    assert httpx.get(f"{served.url}/ipfs/{expected}").content == data
+    # Chromium reports the cut request itself, and nothing else.
+    assert [p for p in console.problems if "ERR_CONNECTION_RESET" not in p] == []
+    assert len(console.problems) == 1
+    console.close()
