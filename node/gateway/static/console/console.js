@@ -388,13 +388,14 @@ function renderLibrary() {
 
 function libraryItem(item) {
   const mt = item.media_type || "";
-  const thumb = el("div", { class: "thumb" }, el("span", { class: "kind", text: kindLabel(item) }));
+  const thumb = el("div", { class: "thumb noimg" }, el("span", { class: "kind", text: kindLabel(item) }));
   const playable = mt.startsWith("video/") || mt.startsWith("audio/");
   if (mt.startsWith("video/") || (mt.startsWith("image/") && item.size <= 8 * 1024 * 1024)) {
     // A video's poster (the node makes one per clip), an image itself.
     const src = mt.startsWith("video/") ? `/api/v1/poster/${item.cid}` : `/ipfs/${item.cid}`;
     const img = el("img", { alt: "", loading: "lazy", decoding: "async", src });
-    img.addEventListener("error", () => img.remove()); // no poster (yet): the kind label shows
+    img.addEventListener("error", () => { img.remove(); thumb.classList.add("noimg"); }); // no poster: the kind shows
+    thumb.classList.remove("noimg");
     thumb.append(img);
   }
   const v = item.viewers || {};
