@@ -37,6 +37,7 @@ import hmac
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -55,6 +56,7 @@ from ..storage.errors import BlockNotFound, PinRefused, StoreError
 from ..storage.layout import NotAFileError
 from ..storage.store import BlockStore
 from ..storage.unixfs import UnixFSError
+from ..swarm.replication import ReplicaBook
 from ..swarm.viewers.hub import ViewerHub
 from .history import History
 from .http import HTTPProblem, parse_cid, problem_for, problem_response
@@ -162,7 +164,8 @@ class Console:
         self._facts: dict[CID, dict[str, Any]] = {}
         self._pending: dict[str, dict[str, Any]] = {}  # CID -> {"state": "fetching"|"failed", ...}
         self._pinned_bytes = 0
-        self._book: Any = None
+        self.book = ReplicaBook(settings.data_dir / "replication.sqlite")
+        self._facts_lock = threading.Lock()  # library requests run on worker threads, several at once
 
     # -- sampling ---------------------------------------------------------------------------------------
 
@@ -290,21 +293,22 @@ class Console:
 
     def _library_items(self) -> list[dict[str, Any]]:
         pins = sorted(self.store.pins(), key=lambda pin: pin[2], reverse=True)[:LIBRARY_LENGTH]
-        book = self._replica_book()
-        wanted = dict(book.wanted())
+        wanted = dict(self.book.wanted())
         items = []
         for cid, name, pinned_at in pins:
             facts = self._cid_facts(cid, name)
             items.append({"cid": str(cid), "name": name, "pinned_at": pinned_at, **facts,
-                          "replicas_wanted": wanted.get(cid, 0), "replicas": book.holders(cid)})  # fmt: skip
+                          "replicas_wanted": wanted.get(cid, 0), "replicas": self.book.holders(cid)})  # fmt: skip
         kept = {cid for cid, _, _ in pins}
-        for forgotten in self._facts.keys() - kept:
-            del self._facts[forgotten]
+        with self._facts_lock:
+            for forgotten in self._facts.keys() - kept:
+                del self._facts[forgotten]
         return items
 
     def _cid_facts(self, cid: CID, name: str | None) -> dict[str, Any]:
         """What a CID is (kind, size, media type): it never changes, so it is remembered."""
-        facts = self._facts.get(cid)
+        with self._facts_lock:
+            facts = self._facts.get(cid)
         if facts is None:
             try:
                 size = self.store.file_size(cid)
@@ -314,15 +318,9 @@ class Console:
                 facts = {"kind": "directory", "size": self.store.stat(cid).size, "media_type": None}
             except (UnixFSError, StoreError) as exc:
                 facts = {"kind": "unknown", "size": None, "media_type": None, "problem": str(exc)}
-            self._facts[cid] = facts
+            with self._facts_lock:
+                self._facts[cid] = facts
         return dict(facts)
-
-    def _replica_book(self) -> Any:
-        if self._book is None:
-            from ..swarm.replication import ReplicaBook
-
-            self._book = ReplicaBook(self.settings.data_dir / "replication.sqlite")
-        return self._book
 
     async def series(self, request: Request) -> Response:
         text = request.query_params.get("span", "3600")
@@ -341,7 +339,10 @@ class Console:
         body = await json_body(request)
         if not isinstance(body.get("cid"), str):
             raise HTTPProblem(400, 'body must be {"cid": "bafy...", "replicas": N}')
-        cid = parse_cid(body["cid"].strip().removeprefix("/ipfs/").split("/")[0])
+        text = body["cid"].strip().removeprefix("/ipfs/").rstrip("/")
+        if "/" in text:
+            raise HTTPProblem(400, "pin a CID, not a path under one")
+        cid = parse_cid(text)
         replicas = body.get("replicas", 0)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 0 <= replicas <= 64:
             raise HTTPProblem(400, "replicas must be a whole number from 0 to 64")
@@ -354,7 +355,7 @@ class Console:
                 self._remember_pending(str(cid), {"state": "fetching", "blocks": 0, "since": time.time()})
                 self.swarm.start_background(lambda: self._fetch_and_pin(cid, replicas))
             return JSONResponse({"cid": str(cid), "pinned": False, "fetching": True}, status_code=202)
-        await trio.to_thread.run_sync(self._replica_book().want, cid, replicas)
+        await trio.to_thread.run_sync(self.book.want, cid, replicas)
         return JSONResponse({"cid": str(cid), "pinned": True, "replicas_wanted": replicas})
 
     def _remember_pending(self, cid: str, state: dict[str, Any]) -> None:
@@ -373,7 +374,7 @@ class Console:
         try:
             await self.swarm.fetch_dag(cid, on_block=fetched)
             await trio.to_thread.run_sync(self.store.pin_add, cid)
-            await trio.to_thread.run_sync(self._replica_book().want, cid, replicas)
+            await trio.to_thread.run_sync(self.book.want, cid, replicas)
         except (MedianodeError, trio.TooSlowError, OSError) as exc:
             log.info("console pin failed", extra={"fields": {"cid": str(cid), "error": str(exc)}})
             self._remember_pending(str(cid), {**state, "state": "failed", "error": str(exc) or type(exc).__name__})
@@ -385,7 +386,7 @@ class Console:
         require_admin(request, self.tokens)
         cid = parse_cid(request.path_params["cid"])
         await trio.to_thread.run_sync(self.store.pin_rm, cid)
-        await trio.to_thread.run_sync(self._replica_book().want, cid, 0)
+        await trio.to_thread.run_sync(self.book.want, cid, 0)
         return JSONResponse({"cid": str(cid), "pinned": False})
 
     async def forget_pending(self, request: Request) -> Response:
@@ -420,7 +421,10 @@ class Console:
     async def token_revoke(self, request: Request) -> Response:
         require_admin(request, self.tokens)
         name = request.path_params["name"]
-        await trio.to_thread.run_sync(self._token_store().revoke, name)
+        tokens = self._token_store()
+        if name not in {t.name for t in await trio.to_thread.run_sync(tokens.list)}:
+            raise HTTPProblem(404, f"no token named {name!r}")
+        await trio.to_thread.run_sync(tokens.revoke, name)
         return JSONResponse({"name": name, "revoked": True})
 
     # -- S3 keys ------------------------------------------------------------------------------------------
@@ -478,7 +482,13 @@ class Console:
     async def key_revoke(self, request: Request) -> Response:
         require_admin(request, self.tokens)
         name = request.path_params["name"]
-        key = await trio.to_thread.run_sync(self._with_catalog, lambda catalog: catalog.revoke_key(name))
+
+        def revoke(catalog: Any) -> Any:
+            if not any(name in (k.name, k.access_key_id) for k in catalog.access_keys()):
+                raise HTTPProblem(404, f"no S3 key named {name!r}")
+            return catalog.revoke_key(name)
+
+        key = await trio.to_thread.run_sync(self._with_catalog, revoke)
         return JSONResponse({"name": key.name, "access_key_id": key.access_key_id, "revoked": True})
 
 

@@ -255,6 +255,14 @@ def test_tokens_and_keys_are_shown_once_and_revoked(browser: Any, served: Served
     page.click('#key-table tr[data-name="mastodon.example"] button.danger')
     console.until("!document.querySelector('#key-table tr[data-name=\"mastodon.example\"]')")
     assert json.loads(served.node.ok("s3", "key", "ls", "--json").text)["keys"] == []
+    # What the page's JSON API refuses: what is not there, a path for a CID, a bad limit.
+    admin = {"Authorization": f"Bearer {admin_token(served)}"}
+    api = f"{served.url}/api/v1/console"
+    assert httpx.delete(f"{api}/tokens/social.example", headers=admin).status_code == 404
+    assert httpx.delete(f"{api}/s3/keys/mastodon.example", headers=admin).status_code == 404
+    assert httpx.post(f"{api}/pins", json={"cid": "bafkqaaa/a/b"}, headers=admin).status_code == 400
+    assert httpx.post(f"{api}/tokens", json={"name": "x", "limit": "lots"}, headers=admin).status_code == 400
+    assert httpx.post(f"{api}/tokens", content=b"[1]", headers=admin).status_code == 400
     assert console.problems == []
     console.close()
 
