@@ -23,7 +23,8 @@ Endpoints (JSON; errors are ``{"error": ...}`` with a 4xx):
   what viewers took from each other and over HTTP; pins being fetched from the swarm.
 - ``GET /api/v1/console/history?span=SECONDS``: the charts' series (``node/gateway/history.py``).
 - ``POST /api/v1/console/pins`` ``{"cid", "replicas"}``: pin now if stored whole, else fetch it from the
-  swarm in the background and pin it then (202); ``DELETE /api/v1/console/pins/{cid}``: unpin.
+  swarm in the background and pin it then (202; the library lists it as pending, or failed and why);
+  ``DELETE /api/v1/console/pins/{cid}``: unpin; ``DELETE /api/v1/console/pending/{cid}``: forget a failure.
 - ``GET|POST /api/v1/console/tokens``, ``DELETE /api/v1/console/tokens/{name}``: upload tokens.
 - ``GET|POST /api/v1/console/s3/keys``, ``DELETE /api/v1/console/s3/keys/{name}``: S3 access keys.
 
