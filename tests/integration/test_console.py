@@ -132,6 +132,14 @@ def test_without_a_login_the_console_is_read_only_and_writes_are_refused(browser
     bearer = {"Authorization": f"Bearer {upload_token}", **json_body}
     assert console.fetch_status("/api/v1/console/tokens", "POST", bearer, '{"name": "x"}') == 403
     assert [t["name"] for t in json.loads(served.node.ok("token", "ls", "--json").text)["tokens"]] == ["uploader"]
+    # A login link with a token that is not this run's admin token (a restart's old one, or someone's upload
+    # token) logs nobody in, and says why.
+    for fragment, why in (("#login=an-old-token", "not valid any more"), (f"#login={upload_token}", "paste it")):
+        console.open(fragment)
+        console.until("!document.getElementById('login-error').hidden")
+        assert why in str(page.locator("#login-error").text_content())
+        assert page.evaluate("sessionStorage.getItem('medianode.console.token')") is None
+        assert page.locator("#role-badge").text_content() == "Read-only"
     console.close()
 
 

@@ -115,7 +115,7 @@ function takeLoginFragment() {
   // Out of the address bar and the history entry before anything else runs.
   history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : "#overview"));
   state.token = token.trim();
-  sessionStorage.setItem(TOKEN_KEY, state.token);
+  state.fromLink = true; // kept once checked: only the admin token logs in through a link
 }
 
 function expired() {
@@ -126,11 +126,26 @@ function expired() {
 
 async function checkLogin(why) {
   if (!state.token) { setRole("anonymous", why); return; }
+  const fromLink = state.fromLink;
+  state.fromLink = false;
   try {
     const me = await api("/api/v1/console/whoami");
+    if (fromLink && me.role !== "admin") {
+      // A link someone else made could log this tab in as their upload token (and see what it uploads):
+      // links carry the admin token only; an upload token is pasted.
+      state.token = "";
+      setRole("anonymous", null);
+      showLoginError("That link does not carry this node's admin token; to use an upload token, paste it here.");
+      return;
+    }
+    if (fromLink) sessionStorage.setItem(TOKEN_KEY, state.token);
     setRole(me.role, null, me);
   } catch (e) {
-    if (e.status !== 401) setRole(state.role, null);
+    if (fromLink && e.status === 401) {
+      showLoginError("That login link is not valid any more: the admin token changes each time serve starts. Run medianode console for a new one.");
+    } else if (e.status !== 401) {
+      setRole(state.role, null);
+    }
   }
 }
 
