@@ -57,6 +57,10 @@ CAR_TYPE = "application/vnd.ipld.car"
 CAR_CONTENT_TYPE = "application/vnd.ipld.car; version=1; order=dfs; dups=n"
 MAX_PATH = 4096
 MAX_FETCH_ROUNDS = 16  # each round fetches what the last attempt found missing
+# Stored content opened as a page runs in an origin of its own (no allow-same-origin): an uploaded HTML
+# file cannot read what this origin's pages keep (the console's login in sessionStorage) or call its API
+# as them. Scripts, forms and popups still work for a site published on IPFS.
+CONTENT_SANDBOX = "sandbox allow-scripts allow-forms allow-popups allow-downloads allow-modals"
 FETCH_DEADLINE = 30.0  # seconds a request waits on the swarm before a 504
 IPFS_PREFIX = "/ipfs/"
 PIECE = 4 * 1024 * 1024  # bytes per trip to the worker thread when streaming
@@ -219,6 +223,7 @@ class Gateway:
             "X-Ipfs-Path": resolved.ipfs_path,
             "X-Ipfs-Roots": ",".join(str(c) for c in resolved.cids),
             "Cache-Control": IMMUTABLE,
+            "Content-Security-Policy": CONTENT_SANDBOX,
         }
         if fmt == "raw":
             return await self._raw(request, resolved, common)

@@ -441,3 +441,32 @@ def test_an_interrupted_upload_resumes_where_it_stopped(browser: Any, served: Se
     assert [p for p in console.problems if "ERR_CONNECTION_RESET" not in p] == []
     assert len(console.problems) == 1
     console.close()
+
+
+EVIL_PAGE = """<!doctype html><meta charset=utf-8><title>stored page</title><script>
+let token = null, storage = "blocked", answer = "none";
+try { token = sessionStorage.getItem('medianode.console.token'); storage = "read"; } catch (e) { storage = e.name; }
+fetch('/api/v1/console/tokens', {headers: {Authorization: 'Bearer ' + token}})
+  .then((r) => { answer = String(r.status); }, (e) => { answer = e.name; })
+  .finally(() => { document.title = JSON.stringify({storage, token, answer}); });
+</script>"""
+
+
+def test_a_stored_page_opened_in_the_consoles_tab_cannot_read_its_login(
+    browser: Any, served: Served, tmp_path: Path
+) -> None:
+    """An HTML file added to the node and opened in the tab the console is logged in to: it runs (a site on
+    IPFS keeps its scripts) but in an origin of its own, so it can neither read the admin token from
+    sessionStorage nor use the console's API with it."""
+    (tmp_path / "page.html").write_text(EVIL_PAGE)
+    cid = served.node.ok("add", str(tmp_path / "page.html"), "--json").json["cid"]
+    console = Console(browser, served)
+    try:
+        console.login()
+        console.page.goto(f"{served.url}/ipfs/{cid}", wait_until="load")
+        console.page.wait_for_function("document.title.startsWith('{')", timeout=WAIT)
+        seen = json.loads(console.page.title())
+        assert seen["storage"] == "SecurityError" and seen["token"] is None, seen
+        assert seen["answer"] in ("401", "TypeError"), seen  # no token, or the opaque origin's fetch refused
+    finally:
+        console.close()
