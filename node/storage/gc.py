@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .cid import CID
-from .index import LIVE_FROM_PINS, LIVE_FROM_PINS_AND_ROOTS, PINNED, Index
+from .index import BUSY_TIMEOUT_MS, LIVE_FROM_PINS, LIVE_FROM_PINS_AND_ROOTS, PINNED, Index
 from .packs import PackDirectory, PackWriter
 
 log = logging.getLogger("medianode.store")
@@ -93,7 +93,13 @@ class Collector:
                 self._touched.clear()
             self._touched[key] = now
             try:
-                db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (now, key))
+                # Never wait for another process's write (a fetch or an add committing): this runs under the
+                # index lock, so every read of this process would wait with it. A stamp missed is a hint lost.
+                db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    db.execute("UPDATE roots SET last_access = ? WHERE cid = ?", (now, key))
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             except sqlite3.Error as exc:
                 # A read never fails for its stamp (a full disk, a locked index): eviction order is a hint.
                 log.debug("last access not recorded", extra={"fields": {"cid": str(cid), "error": str(exc)}})

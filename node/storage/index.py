@@ -46,6 +46,8 @@ from .dagpb import DagPBError, links_of
 from .errors import NoSpace, StoreError
 from .layout import Location
 
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for another connection's write lock
+
 SCHEMA_VERSION = 2
 
 SCHEMA = """
@@ -112,7 +114,7 @@ LOCATIONS_PER_QUERY = 500  # CIDs per IN (...) list: well under SQLite's bound o
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open (creating or upgrading) the index; on a full disk, an index at this schema opens read-only."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0, check_same_thread=False)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
     except sqlite3.OperationalError:

@@ -227,3 +227,26 @@ def test_a_batch_ends_its_writer_thread_on_commit_abort_exception_and_no_commit(
     assert _pack_writers() == before and not store.has(other_cid)
     assert [name for name in pack_files(store) if name.startswith("tmp-")] == []
     assert len(pack_files(store)) == 1
+
+
+def test_a_read_never_waits_on_another_process_writing_the_index(tmp_path: Path) -> None:
+    """Another store on the same directory (another process, as a serving worker and the owner are) holds
+    the index's write lock; recording an access for LRU must not wait for it (it runs under the index lock
+    every read of its store takes): it gives up, and reads go on."""
+    reader = BlockStore(tmp_path / "s")
+    cid = add_bytes(reader, tmp_path, gen(300_000, b"t"), "t", pin=False)
+    writer = BlockStore(tmp_path / "s")
+    done = threading.Event()
+    with writer._index.transaction():  # the write lock, as a long commit of a fetch or an add holds it
+
+        def read() -> None:
+            reader.touch(cid)
+            assert b"".join(reader.read_range(cid, 0, 100)) == gen(300_000, b"t")[:100]
+            done.set()
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(timeout=20)  # the index's busy timeout is 30 s: a touch that waited would still be here
+        assert done.is_set(), "the touch waited for the other store's write lock"
+    reader.close()
+    writer.close()
