@@ -270,6 +270,8 @@ def worker_app(gateway: Gateway, link: OwnerLink, metrics: Metrics) -> ASGIApp:
             await link.pass_websocket(scope, receive, send)
         elif scope["method"] in ("GET", "HEAD") and scope["path"].startswith(IPFS_PREFIX):
             await counted(scope, receive, send)
+        elif scope["path"].startswith(INTERNAL_PREFIX):  # the channel's own requests are not a client's to make
+            await problem_response(HTTPProblem(404, "Not Found"))(scope, receive, send)
         else:
             await link.pass_http(scope, receive, send)
 

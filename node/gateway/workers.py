@@ -173,7 +173,9 @@ def owner_channel(app: ASGIApp, swarm: Any, metrics: Metrics) -> ASGIApp:
     internal = {"fetch": fetch, "metrics": report}
 
     async def channel(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX):
+        passed_on = any(k == CLIENT_HEADER for k, _ in scope.get("headers", ()))
+        if scope["type"] == "http" and scope["path"].startswith(INTERNAL_PREFIX) and not passed_on:
+            # Only a worker's own requests: one it passes on from a client carries the client's address.
             handler = internal.get(scope["path"][len(INTERNAL_PREFIX) :])
             if handler is None or scope["method"] != "POST":
                 response = problem_response(HTTPProblem(404, "no such internal request"))

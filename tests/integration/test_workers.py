@@ -261,3 +261,21 @@ def test_reads_through_a_worker_hold_while_another_process_adds_pins_collects_an
             stop.set()
             reader.join(timeout=DEADLINE)
     assert errors == []
+
+
+def test_clients_cannot_reach_the_workers_channel(workers: tuple[Served, str, bytes]) -> None:
+    """A client posting a metrics report or a fetch to /internal/v1/ on the gateway (which a worker would
+    otherwise pass on to the owner) is refused, and the owner's counts do not move."""
+    served, cid, _ = workers
+    workers_listening(served, 2, cid)
+
+    def reported() -> str:
+        text = httpx.get(f"{served.url}/metrics", timeout=10).text
+        return "\n".join(line for line in text.splitlines() if 'route="other"' in line and 'status="299"' in line)
+
+    lie = {"requests": [["other", "GET", "299", 1000000]], "bytes_served": 10**12}
+    for path in ("/internal/v1/metrics", "/internal/v1/fetch"):
+        answer = httpx.post(f"{served.url}{path}", json=lie if path.endswith("metrics") else {"op": "dag", "cid": cid},
+                            timeout=10)  # fmt: skip
+        assert answer.status_code == 404, (path, answer.status_code, answer.text)
+    assert reported() == ""
