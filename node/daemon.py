@@ -70,9 +70,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     trusted = [parse_peer_addr(a) for a in config.swarm.replication_peers]
     store = BlockStore(config.data_dir / "store", config.store)
     tokens = TokenStore(config.data_dir / "gateway.sqlite")
-    hyper = hypercorn_config(config.gateway.listen)
-    hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
-    hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
+    hyper = gateway_hypercorn_config(config.gateway.listen)
     from .gateway.api import upload_expiry_timing
 
     sweep_every, upload_max_age = upload_expiry_timing()  # a bad override fails here, before anything opens
@@ -154,6 +152,14 @@ async def expire_uploads_until(
             log.info("expired uploads", extra={"fields": {"uploads": removed}})
         with trio.move_on_after(every):
             await stop.wait()
+
+
+def gateway_hypercorn_config(listen: tuple[str, int]) -> GuardedConfig:
+    """The gateway listener's config, in ``serve`` and in each serving worker: with its WebSockets bounded."""
+    hyper = hypercorn_config(listen)
+    hyper.websocket_max_message_size = 64 * 1024  # signaling messages are capped lower still
+    hyper.websocket_ping_interval = 30.0  # notice viewers that vanished without closing
+    return hyper
 
 
 def hypercorn_config(listen: tuple[str, int], limits: ConnectionLimits | None = None) -> GuardedConfig:

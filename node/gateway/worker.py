@@ -307,13 +307,13 @@ async def end_with_owner(stop: trio.Event) -> None:
 
 async def run_worker(data_dir: Path, listen_fd: int, owner_socket: str, url: str) -> None:
     from ..config import load
-    from ..daemon import gateway_settings, hypercorn_config
+    from ..daemon import gateway_hypercorn_config, gateway_settings
     from ..storage.store import BlockStore
     from .connections import serve as serve_http
 
     config = load(data_dir)
     store = BlockStore(config.data_dir / "store", config.store)
-    hyper = hypercorn_config(config.gateway.listen)
+    hyper = gateway_hypercorn_config(config.gateway.listen)
     hyper.bind = [f"fd://{listen_fd}"]
     link = OwnerLink(owner_socket)
     try:
