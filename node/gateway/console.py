@@ -40,7 +40,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ from ..storage.unixfs import UnixFSError
 from ..swarm.replication import ReplicaBook
 from ..swarm.viewers.hub import ViewerHub
 from .history import History
-from .http import HTTPProblem, parse_cid, problem_for, problem_response
+from .http import HTTPProblem, json_problems, parse_cid
 from .mediatype import SNIFF_BYTES, sniff
 from .metrics import Metrics
 from .settings import GatewaySettings
@@ -86,8 +86,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 NO_STORE = {"Cache-Control": "no-store"}
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 # -- credentials --------------------------------------------------------------------------------------
@@ -214,33 +212,22 @@ class Console:
     # -- routes -----------------------------------------------------------------------------------------
 
     def routes(self) -> list[BaseRoute]:
-        def guarded(handler: Handler) -> Handler:
-            async def endpoint(request: Request) -> Response:
-                try:
-                    return await handler(request)
-                except HTTPProblem as exc:
-                    return problem_response(exc, as_json=True)
-                except MedianodeError as exc:
-                    return problem_response(problem_for(exc), as_json=True)
-
-            return endpoint
-
         return [
             Route("/", self.page, methods=["GET", "HEAD"]),
             Mount("/console", with_headers(StaticFiles(directory=STATIC), PAGE_HEADERS), name="console"),
-            Route("/api/v1/console/whoami", guarded(self.whoami), methods=["GET"]),
-            Route("/api/v1/console/status", guarded(self.status), methods=["GET"]),
-            Route("/api/v1/console/library", guarded(self.library), methods=["GET"]),
-            Route("/api/v1/console/history", guarded(self.series), methods=["GET"]),
-            Route("/api/v1/console/pins", guarded(self.pin), methods=["POST"]),
-            Route("/api/v1/console/pins/{cid}", guarded(self.unpin), methods=["DELETE"]),
-            Route("/api/v1/console/pending/{cid}", guarded(self.forget_pending), methods=["DELETE"]),
-            Route("/api/v1/console/tokens", guarded(self.token_list), methods=["GET"]),
-            Route("/api/v1/console/tokens", guarded(self.token_create), methods=["POST"]),
-            Route("/api/v1/console/tokens/{name}", guarded(self.token_revoke), methods=["DELETE"]),
-            Route("/api/v1/console/s3/keys", guarded(self.key_list), methods=["GET"]),
-            Route("/api/v1/console/s3/keys", guarded(self.key_create), methods=["POST"]),
-            Route("/api/v1/console/s3/keys/{name}", guarded(self.key_revoke), methods=["DELETE"]),
+            Route("/api/v1/console/whoami", json_problems(self.whoami), methods=["GET"]),
+            Route("/api/v1/console/status", json_problems(self.status), methods=["GET"]),
+            Route("/api/v1/console/library", json_problems(self.library), methods=["GET"]),
+            Route("/api/v1/console/history", json_problems(self.series), methods=["GET"]),
+            Route("/api/v1/console/pins", json_problems(self.pin), methods=["POST"]),
+            Route("/api/v1/console/pins/{cid}", json_problems(self.unpin), methods=["DELETE"]),
+            Route("/api/v1/console/pending/{cid}", json_problems(self.forget_pending), methods=["DELETE"]),
+            Route("/api/v1/console/tokens", json_problems(self.token_list), methods=["GET"]),
+            Route("/api/v1/console/tokens", json_problems(self.token_create), methods=["POST"]),
+            Route("/api/v1/console/tokens/{name}", json_problems(self.token_revoke), methods=["DELETE"]),
+            Route("/api/v1/console/s3/keys", json_problems(self.key_list), methods=["GET"]),
+            Route("/api/v1/console/s3/keys", json_problems(self.key_create), methods=["POST"]),
+            Route("/api/v1/console/s3/keys/{name}", json_problems(self.key_revoke), methods=["DELETE"]),
         ]
 
     async def page(self, request: Request) -> Response:

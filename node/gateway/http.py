@@ -9,6 +9,7 @@ gateway (plain text) and the JSON API differ only in how the body is written.
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -36,6 +37,23 @@ def problem_response(exc: HTTPProblem, as_json: bool = False) -> Response:
 def problem_for(error: MedianodeError, headers: dict[str, str] | None = None) -> HTTPProblem:
     """The answer to one of the node's errors: its status hint and its one-line message."""
     return HTTPProblem(error.status, str(error), headers)
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def json_problems(handler: Endpoint) -> Endpoint:
+    """``handler`` with its refusals (``HTTPProblem``) and the node's errors answered as JSON problems."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPProblem as exc:
+            return problem_response(exc, as_json=True)
+        except MedianodeError as exc:
+            return problem_response(problem_for(exc), as_json=True)
+
+    return endpoint
 
 
 def parse_cid(text: str) -> CID:

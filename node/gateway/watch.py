@@ -37,14 +37,14 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import MedianodeError, NotFound
+from ..errors import NotFound
 from ..storage.cid import CID
 from ..storage.errors import StoreError
 from ..storage.layout import NotAFileError
 from ..storage.store import BlockStore
 from ..storage.unixfs import UnixFSError
 from .attachment import AttachmentCache, MediaFacts
-from .http import HTTPProblem, parse_cid, problem_for, problem_response
+from .http import HTTPProblem, json_problems, parse_cid, problem_response
 from .mediatype import SNIFF_BYTES, is_media, sniff
 from .posters import media_db_path
 
@@ -164,25 +164,17 @@ def watch_routes(store: BlockStore) -> list[BaseRoute]:
         clips = await trio.to_thread.run_sync(clip_list.clips)
         return JSONResponse({"clips": clips}, headers={"Cache-Control": "no-store"})
 
+    @json_problems
     async def clip(request: Request) -> Response:
-        try:
-            cid = parse_cid(request.path_params["cid"])
-            body = await trio.to_thread.run_sync(clip_list.clip, cid)
-        except HTTPProblem as problem:
-            return problem_response(problem, as_json=True)
-        except MedianodeError as exc:
-            return problem_response(problem_for(exc), as_json=True)
+        cid = parse_cid(request.path_params["cid"])
+        body = await trio.to_thread.run_sync(clip_list.clip, cid)
         # What a CID is never changes, but its poster may appear later (made on demand): revalidate.
         return JSONResponse(body, headers={"Cache-Control": "no-cache"})
 
+    @json_problems
     async def poster(request: Request) -> Response:
-        try:
-            cid = parse_cid(request.path_params["cid"])
-            path = await trio.to_thread.run_sync(clip_list.poster_path, cid)
-        except HTTPProblem as problem:
-            return problem_response(problem, as_json=True)
-        except MedianodeError as exc:
-            return problem_response(problem_for(exc), as_json=True)
+        cid = parse_cid(request.path_params["cid"])
+        path = await trio.to_thread.run_sync(clip_list.poster_path, cid)
         return RedirectResponse(path, status_code=307, headers={"Cache-Control": "no-cache"})
 
     async def to_feed(request: Request) -> Response:

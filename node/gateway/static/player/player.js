@@ -306,3 +306,14 @@ export function formatBytes(n) {
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KiB`;
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
+
+// Seconds, or an xsd:duration such as "PT8.5S", as 0:08 or 1:02:03; null if it is neither.
+export function formatDuration(value) {
+  let seconds = typeof value === "number" ? value : NaN;
+  const iso = typeof value === "string" && /^PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?$/.exec(value);
+  if (iso) seconds = Number(iso[1] || 0) * 3600 + Number(iso[2] || 0) * 60 + Number(iso[3] || 0);
+  if (!Number.isFinite(seconds) || seconds <= 0) return null;
+  const s = Math.round(seconds);
+  const mm = Math.floor(s / 60) % 60, ss = String(s % 60).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}:${String(mm).padStart(2, "0")}:${ss}` : `${mm}:${ss}`;
+}
