@@ -86,6 +86,22 @@ SHARED_VECTORS = REPO.parent / "shared" / "vectors" / "unixfs-cids.json"
 LOCAL_VECTORS = TESTS / "vectors" / "unixfs-trees.json"
 
 
+def huge_frame_mp4(path: Path, side: int = 7000) -> Path:
+    """An MP4 of one ``side`` x ``side`` MJPEG frame (49 Mpx at the default): past what a poster may decode."""
+    import av
+
+    with av.open(str(path), mode="w", format="mp4") as out:
+        stream = out.add_stream("mjpeg", rate=1)
+        stream.width = stream.height = side
+        stream.pix_fmt = "yuvj420p"
+        frame = av.VideoFrame(side, side, "yuvj420p")
+        for plane in frame.planes:
+            plane.update(b"\x80" * plane.buffer_size)
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            out.mux(packet)
+    return path
+
+
 def gen(n: int, seed: bytes = b"jsanchors-v1") -> bytes:
     """The vectors' generator: SHA256(seed || uint64_be(i)) concatenated, cut to n bytes."""
     out = bytearray()

@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
+from conftest import huge_frame_mp4
 from node.demo import HEIGHT, WIDTH, make_demo_clip
 from node.gateway import posters
 from node.gateway.posters import PosterBook, poster_holder, release_orphans, render_poster
@@ -117,16 +118,7 @@ def test_what_is_not_a_decodable_video_has_no_poster(clip: Path, tmp_path: Path)
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    huge = tmp_path / "huge.mp4"
-    with av.open(str(huge), "w", format="mp4") as out:
-        stream = out.add_stream("mjpeg", rate=1)
-        stream.width = stream.height = 7000
-        stream.pix_fmt = "yuvj420p"
-        frame = av.VideoFrame(7000, 7000, "yuvj420p")
-        for plane in frame.planes:
-            plane.update(b"\x80" * plane.buffer_size)
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
+    huge = huge_frame_mp4(tmp_path / "huge.mp4")
     for source in (io.BytesIO(os.urandom(300_000)), io.BytesIO(b""), io.BytesIO(b"hello\n" * 1000),
                    io.BytesIO(data[len(data) * 2 // 5 :]), str(audio), str(huge)):  # fmt: skip
         assert render_poster(source) is None, source

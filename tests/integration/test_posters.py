@@ -20,7 +20,7 @@ import av
 import httpx
 import pytest
 
-from conftest import Node, Served
+from conftest import Node, Served, huge_frame_mp4
 from node.demo import HEIGHT, WIDTH, make_demo_clip
 from node.storage.cid import CID
 
@@ -175,16 +175,7 @@ def test_upload_api_stores_broken_and_hostile_videos(served: Served, clips: dict
     goes on answering."""
     tok = {"Authorization": f"Bearer {token(served.node)}"}
     clip = clips["5"].read_bytes()
-    huge = tmp_path / "huge.mp4"
-    with av.open(str(huge), mode="w", format="mp4") as out:
-        stream = out.add_stream("mjpeg", rate=1)
-        stream.width = stream.height = 7000
-        stream.pix_fmt = "yuvj420p"
-        frame = av.VideoFrame(7000, 7000, "yuvj420p")
-        for plane in frame.planes:
-            plane.update(b"\x80" * plane.buffer_size)
-        for packet in [*stream.encode(frame), *stream.encode(None)]:
-            out.mux(packet)
+    huge = huge_frame_mp4(tmp_path / "huge.mp4")
     samples = {
         "head.mp4": (clip[: len(clip) // 2], True),
         "tail.mp4": (clip[len(clip) * 2 // 5 :], False),
