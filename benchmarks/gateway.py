@@ -131,18 +131,13 @@ def start_gateway(data_dir: Path, logs: Path, workers: int, *extra: str) -> tupl
                     *extra, "--json")  # fmt: skip
     with open(out, "wb") as fo, open(err, "wb") as fe:
         proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        first = out.read_bytes().split(b"\n", 1)
-        if len(first) == 2:
-            base = str(json.loads(first[0])["gateway"]).rstrip("/")
-            wait_for_workers(proc.pid, workers - 1)
-            return proc, base
-        if proc.poll() is not None:
-            raise SystemExit(f"medianode serve exited with {proc.returncode}: {err.read_text(errors='replace')}")
-        time.sleep(0.05)
-    stop(proc, signal.SIGKILL)
-    raise SystemExit(f"medianode serve printed no address within {START_TIMEOUT:.0f} s")
+    try:
+        base = str(serve_ready(proc, out, err)["gateway"]).rstrip("/")
+    except SystemExit:
+        stop(proc, signal.SIGKILL)
+        raise
+    wait_for_workers(proc.pid, workers if workers > 1 else 0)  # with 2 or more, N workers serve; else serve itself
+    return proc, base
 
 
 def wait_for_workers(owner: int, count: int) -> None:
@@ -280,16 +275,18 @@ def counts(name: str, results: dict[str, WrkResult]) -> str:
     return f"| {name} | {cell(results['medianode'])} | {cell(results['nginx'])} | | 0 errors |"
 
 
-def serve_ready(proc: subprocess.Popen[bytes], out: Path) -> dict[str, object]:
+def serve_ready(proc: subprocess.Popen[bytes], out: Path, err: Path | None = None) -> dict[str, object]:
+    """The first JSON line ``medianode serve --json`` writes to ``out`` (its addresses)."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         first = out.read_bytes().split(b"\n", 1)
         if len(first) == 2:
             return dict(json.loads(first[0]))
         if proc.poll() is not None:
-            raise SystemExit(f"medianode serve exited with {proc.returncode}")
+            said = err.read_text(errors="replace") if err is not None else ""
+            raise SystemExit(f"medianode serve exited with {proc.returncode}: {said}")
         time.sleep(0.05)
-    raise SystemExit("medianode serve printed no address in time")
+    raise SystemExit(f"medianode serve printed no address within {START_TIMEOUT:.0f} s")
 
 
 def mixed_load(work: Path, url: str, size: int, args: argparse.Namespace, remote_url: str, remote_size: int,
