@@ -333,11 +333,7 @@ export class ViewerSwarm {
         if (c.sending && c.sending.index === index) c.sending = null;
         return;
       case "reject":
-        if (c.incoming.delete(index)) {
-          const peer = this.picker.peers.get(c.id);
-          if (peer) peer.has[index] = 0;
-          this.picker.failed(index);
-        }
+        if (c.incoming.delete(index)) this.picker.peerLacks(c.id, index);
         return;
       case "piece":
         this._chunk(c, index, message.o, message.d);
@@ -348,7 +344,7 @@ export class ViewerSwarm {
   _chunk(c, index, offset, data) {
     if (c.cancelled.has(index)) return;
     const piece = c.incoming.get(index);
-    if (!piece || !(data instanceof Uint8Array) || !this.picker.progress(c.id, index, Date.now())) {
+    if (!piece || !(data instanceof Uint8Array) || !this.picker.progress(c.id, index, Date.now(), data.length)) {
       this.drop(c.id, `piece ${index} was not asked for`);
       return;
     }

@@ -1,40 +1,69 @@
-// The browser's piece picker: which piece to ask of which peer, and when to
-// give up on peers and use HTTP. Pure bookkeeping with no I/O, driven by
-// `plan(now, view)`, which returns actions for the caller to carry out.
+// The browser's fetch policy: which piece to ask of which peer, and which to
+// take over HTTP, decided from deadlines. Pure bookkeeping with no I/O and no
+// clock of its own, driven by `plan(now, view)`, which returns actions for
+// the caller to carry out (and tested under Node.js, tests/js/picker.test.mjs).
 //
-// A viewer plays a clip from start to end, so pieces are wanted in order
-// from the play position on (then the ones before it, to seed them). Peers
-// are asked first, up to MAX_OUTSTANDING requests each, least loaded peer
-// first. HTTP serves only what playback needs soon and peers cannot give in
-// time: a piece becomes *urgent* when playback will reach it within a short
-// horizon (the caller passes `urgentBefore`, a piece index) or when the
-// element is stalled on it; an urgent piece goes to HTTP at once if no peer
-// has it, or after PEER_PATIENCE ms if a peer has it but has not delivered.
-// That keeps time to first frame and seeks as fast as plain HTTP while later
-// viewers take nearly every piece from earlier ones.
+// The caller says, per piece, by when it is needed (`view.deadline(i)`, in the
+// same milliseconds as `now`): the media element's play position and rate
+// give that for the clip on screen, a predicted swipe for a clip the feed
+// prefetches, `now` itself for what the element waits on (it is stalled, or
+// has shown no frame yet), Infinity for what nothing waits for (a piece
+// behind the play position, a clip not yet on screen). The picker then
+//
+//  - asks a peer for a piece when a ready peer that announced it can deliver
+//    it before its deadline: the peer whose estimated arrival is soonest, from
+//    the bytes already asked of it and its measured rate, at most
+//    MAX_OUTSTANDING requests per peer;
+//  - takes a piece over HTTP only when its deadline is closer than what HTTP
+//    needs to bring it plus a margin (`httpLead`) and no peer can bring it in
+//    time; a piece that is due now (the element waits on it) goes to HTTP at
+//    once, so the first frame and a stall never wait for peers;
+//  - watches every peer request: when the peer's progress says it will miss
+//    the piece's deadline, the request is re-issued before the deadline to a
+//    peer that can make it, or to HTTP when none can and the lead is reached;
+//    a request with no progress for REQUEST_TIMEOUT counts as a strike, and a
+//    peer with MAX_STRIKES is asked nothing more.
+//
+// Every HTTP action carries its reason ("due now", "no peer has it", "peers
+// busy", "peer too slow"), which the player keeps as a trace for benchmarks.
 
 import { wire } from "./codec.js";
 
 export const MAX_OUTSTANDING = wire.max_outstanding_requests;
 export const REQUEST_TIMEOUT = wire.request_timeout_ms; // without progress before a peer request is given up
-export const PEER_PATIENCE = wire.peer_patience_ms; // an urgent piece waits on peers before HTTP
 export const HTTP_PARALLEL = wire.http_parallel_fetches;
 export const MAX_STRIKES = wire.max_request_timeouts_per_peer; // after which a peer is asked nothing more
 
+export const PIECE_BYTES = 262144; // the size assumed for a piece whose size the caller did not give
+export const PEER_RATE = 2000; // bytes/ms assumed of a peer not yet measured (2 MB/s: well below loopback's 12-16)
+export const PEER_LATENCY = 40; // ms from a request to its first chunk, assumed on top of the bytes ahead of it
+export const HTTP_TOOK = 150; // ms a piece over HTTP is assumed to take (request to verified) until measured
+export const MARGIN = 1000; // ms a piece must arrive before its deadline: the element still demuxes and decodes it
+export const AHEAD_OF_SWARM = 1500; // ms earlier a piece no peer has goes to HTTP
+export const STALLED_PEER = 800; // ms without a chunk from a peer that owes some: its estimates count as late
+const RATE_WINDOW = 100; // ms over which a peer's rate is sampled
+const MAX_RATE = 100000; // bytes/ms: a sample above this is a burst, not a rate
+const ALPHA = 0.3; // weight of a new sample
+
 export class Picker {
-  constructor(count) {
+  // sizes: bytes per piece (an array; default PIECE_BYTES each).
+  constructor(count, sizes = null) {
     this.count = count;
+    this.sizes = sizes ? Array.from(sizes) : new Array(count).fill(PIECE_BYTES);
     this.have = new Uint8Array(count);
-    this.peers = new Map(); // id -> {has: Uint8Array, load, strikes}
-    this.inflight = new Map(); // index -> {source: "peer"|"http", peer, since, touched}
-    this.urgentSince = new Map(); // index -> when it first became urgent
+    this.peers = new Map(); // id -> {has, load, owed, strikes, ready, rate, lastChunk, measured}
+    this.inflight = new Map(); // index -> {source: "peer"|"http", peer, since, touched, got, expectedBy}
     this.httpActive = 0;
+    this.httpTook = HTTP_TOOK;
   }
 
-  // A peer being connected to: what the hub said it has counts (urgent pieces
-  // wait PEER_PATIENCE for it) but it is asked nothing until `peerReady`.
+  // A peer being connected to: what the hub said it has counts (a piece with a holder waits for it until
+  // the lead) but it is asked nothing until `peerReady`.
   addPeer(id) {
-    if (!this.peers.has(id)) this.peers.set(id, { has: new Uint8Array(this.count), load: 0, strikes: 0, ready: false });
+    if (!this.peers.has(id)) {
+      this.peers.set(id, { has: new Uint8Array(this.count), load: 0, owed: 0, strikes: 0, ready: false,
+                           rate: PEER_RATE, acc: 0, accFrom: 0, lastChunk: 0 }); // prettier-ignore
+    }
   }
 
   peerReady(id) {
@@ -55,19 +84,42 @@ export class Picker {
     for (const i of indices) peer.has[i] = 1;
   }
 
-  // A peer sent part of a piece it was asked for; false if it was not asked.
-  progress(id, index, now) {
+  // The peer said it does not have the piece (a reject): forget it had it, free the request.
+  peerLacks(id, index) {
+    const peer = this.peers.get(id);
+    if (peer) peer.has[index] = 0;
+    const flight = this.inflight.get(index);
+    if (flight && flight.source === "peer" && flight.peer === id) this._finish(index);
+  }
+
+  // `bytes` of a piece arrived from a peer that was asked for it; false if it was not asked.
+  progress(id, index, now, bytes = 0) {
     const flight = this.inflight.get(index);
     if (!flight || flight.source !== "peer" || flight.peer !== id) return false;
+    const peer = this.peers.get(id);
+    // The rate: bytes over time while the peer owed us something, sampled every RATE_WINDOW ms.
+    peer.acc += bytes;
+    if (now - peer.accFrom >= RATE_WINDOW) {
+      const sample = Math.min(MAX_RATE, peer.acc / (now - peer.accFrom));
+      peer.rate = peer.rate * (1 - ALPHA) + sample * ALPHA;
+      peer.acc = 0;
+      peer.accFrom = now;
+    }
+    peer.lastChunk = now;
+    peer.owed = Math.max(0, peer.owed - bytes);
+    flight.got += bytes;
     flight.touched = now;
     return true;
   }
 
-  // A piece was verified (from a peer or HTTP).
-  received(index) {
+  // A piece was verified (from a peer or HTTP). For HTTP, `now` measures how long the gateway takes.
+  received(index, now = null) {
+    const flight = this.inflight.get(index);
+    if (flight && flight.source === "http" && now !== null && now >= flight.since) {
+      this.httpTook = this.httpTook * (1 - ALPHA) + Math.min(now - flight.since, 5000) * ALPHA;
+    }
     this._finish(index);
     this.have[index] = 1;
-    this.urgentSince.delete(index);
   }
 
   // A request ended without the piece (reject, bad bytes, HTTP error).
@@ -81,9 +133,40 @@ export class Picker {
     return n;
   }
 
-  // view: {playIndex, urgentBefore, stalledOn: Set of indices, holdHttpUntil: time or 0}
+  // How long before its deadline a piece must go to HTTP: what a fetch takes (measured), plus the margin.
+  httpLead() {
+    return this.httpTook + MARGIN;
+  }
+
+  // When a new request for `index` to `peer` would arrive.
+  _peerEta(peer, index, now) {
+    const late = peer.load > 0 && now - Math.max(peer.lastChunk, this._oldestAsk(peer)) > STALLED_PEER;
+    if (late) return Infinity;
+    return now + PEER_LATENCY + (peer.owed + this.sizes[index]) / peer.rate;
+  }
+
+  _oldestAsk(peer) {
+    let oldest = Infinity;
+    for (const flight of this.inflight.values()) {
+      if (flight.source === "peer" && this.peers.get(flight.peer) === peer) oldest = Math.min(oldest, flight.since);
+    }
+    return oldest === Infinity ? 0 : oldest;
+  }
+
+  // When an open peer request will be done: the bytes still owed ahead of and in it, at the peer's rate.
+  _flightEta(flight, now) {
+    const peer = this.peers.get(flight.peer);
+    if (!peer) return Infinity;
+    if (now - Math.max(peer.lastChunk, flight.since) > STALLED_PEER) return Infinity;
+    return now + peer.owed / peer.rate;
+  }
+
+  // view: {playIndex: where play order starts, deadline(i) -> ms|Infinity, wantBefore: pieces at or past it
+  //        are not fetched at all (default: all are), httpAllowed: false keeps HTTP to what is due now,
+  //        extraLead: ms added to HTTP's lead (a player with no peers to wait for fetches further ahead)}
   plan(now, view) {
     const actions = [];
+    const wantBefore = Math.min(this.count, view.wantBefore ?? this.count);
     for (const [index, flight] of this.inflight) {
       if (flight.source === "peer" && now - flight.touched > REQUEST_TIMEOUT) {
         actions.push({ kind: "cancel", peer: flight.peer, index, reason: "timeout" });
@@ -92,43 +175,70 @@ export class Picker {
         this._finish(index);
       }
     }
-    const order = [];
-    for (let i = view.playIndex; i < this.count; i++) order.push(i);
-    for (let i = 0; i < Math.min(view.playIndex, this.count); i++) order.push(i);
-    for (const index of order) {
+    const extraLead = view.extraLead ?? 0;
+    const start = Math.min(view.playIndex ?? 0, wantBefore);
+    for (let n = 0; n < wantBefore; n++) {
+      const index = n < wantBefore - start ? start + n : n - (wantBefore - start);
       if (this.have[index]) continue;
-      const urgent = index < view.urgentBefore || view.stalledOn.has(index);
-      if (urgent && !this.urgentSince.has(index)) this.urgentSince.set(index, now);
+      const deadline = view.deadline ? view.deadline(index) : Infinity;
+      const dueNow = deadline <= now;
+      const httpTime = deadline - this.httpLead() - extraLead <= now; // HTTP must start now or be late
+      // A piece no peer has goes AHEAD_OF_SWARM earlier: viewers just behind this one then take it from
+      // this one instead of each fetching it from HTTP a moment later.
+      const orphanTime = deadline - this.httpLead() - extraLead - AHEAD_OF_SWARM <= now;
       const flight = this.inflight.get(index);
-      // Patience counts from when the piece became urgent or was asked for, whichever is later.
-      const waitingSince = Math.max(this.urgentSince.get(index) ?? now, flight ? flight.since : 0);
-      const impatient = view.stalledOn.has(index) || (urgent && now - waitingSince > PEER_PATIENCE);
       if (flight) {
-        if (flight.source === "peer" && urgent && impatient && this.httpActive < HTTP_PARALLEL) {
+        if (flight.source === "http" || deadline === Infinity) continue;
+        const eta = this._flightEta(flight, now);
+        if (dueNow ? eta <= now + this.httpTook : eta + MARGIN <= deadline) continue;
+        // This request will miss its deadline: to a peer that can make it, else to HTTP once it is time.
+        const other = this._bestPeer(index, now, flight.peer);
+        if (other && other.eta + MARGIN <= deadline && !dueNow) {
+          actions.push({ kind: "cancel", peer: flight.peer, index, reason: "re-issued" });
+          this._finish(index);
+          this._startPeer(other.id, index, now, actions);
+        } else if (dueNow ? this.httpActive < HTTP_PARALLEL : httpTime && this._httpRoom()) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "too slow for playback" });
           this._finish(index);
-          this._startHttp(index, now, actions);
+          this._startHttp(index, now, actions, dueNow ? "due now" : "peer too slow");
         }
         continue;
       }
-      const peer = this._bestPeer(index);
-      if (peer !== null && !(urgent && impatient)) {
-        this.inflight.set(index, { source: "peer", peer, since: now, touched: now });
-        this.peers.get(peer).load++;
-        actions.push({ kind: "request", peer, index });
-      } else if (urgent && (peer === null ? !this._anyPeerHas(index) || impatient : impatient)) {
-        // Just joined and not yet told who else watches: only what the element waits on goes to HTTP.
-        const holding = now < (view.holdHttpUntil ?? 0) && !view.stalledOn.has(index);
-        if (this.httpActive < HTTP_PARALLEL && !holding) this._startHttp(index, now, actions);
+      const best = dueNow ? null : this._bestPeer(index, now, null);
+      if (best && (deadline === Infinity || best.eta + MARGIN <= deadline || !httpTime)) {
+        this._startPeer(best.id, index, now, actions);
+        continue;
+      }
+      const held = this._anyPeerHas(index);
+      const ahead = (held ? httpTime : orphanTime) && view.httpAllowed !== false && this._httpRoom();
+      if (dueNow ? this.httpActive < HTTP_PARALLEL : ahead) {
+        this._startHttp(index, now, actions, dueNow ? "due now" : held ? "peers busy" : "no peer has it");
       }
     }
     return actions;
   }
 
-  _startHttp(index, now, actions) {
-    this.inflight.set(index, { source: "http", since: now, touched: now });
+  // HTTP for what is not yet due leaves one fetch free for what the element waits on.
+  _httpRoom() {
+    return this.httpActive < HTTP_PARALLEL - 1;
+  }
+
+  _startPeer(id, index, now, actions) {
+    const peer = this.peers.get(id);
+    if (peer.load === 0) {
+      peer.acc = 0;
+      peer.accFrom = now;
+    }
+    this.inflight.set(index, { source: "peer", peer: id, since: now, touched: now, got: 0 });
+    peer.load++;
+    peer.owed += this.sizes[index];
+    actions.push({ kind: "request", peer: id, index });
+  }
+
+  _startHttp(index, now, actions, reason) {
+    this.inflight.set(index, { source: "http", since: now, touched: now, got: 0 });
     this.httpActive++;
-    actions.push({ kind: "http", index });
+    actions.push({ kind: "http", index, reason });
   }
 
   _finish(index) {
@@ -138,26 +248,26 @@ export class Picker {
     if (flight.source === "http") this.httpActive--;
     else {
       const peer = this.peers.get(flight.peer);
-      if (peer) peer.load--;
+      if (peer) {
+        peer.load--;
+        peer.owed = Math.max(0, peer.owed - (this.sizes[index] - flight.got));
+      }
     }
   }
 
   _anyPeerHas(index) {
-    for (const peer of this.peers.values()) if (peer.has[index]) return true;
+    for (const peer of this.peers.values()) if (peer.has[index] && peer.strikes < MAX_STRIKES) return true;
     return false;
   }
 
-  // The ready peer holding the piece with the fewest timeouts, then the fewest requests outstanding.
-  _bestPeer(index) {
+  // The ready peer holding the piece that would bring it soonest: {id, eta}, or null.
+  _bestPeer(index, now, except) {
     let best = null;
-    let bestKey = Infinity;
     for (const [id, peer] of this.peers) {
-      if (!peer.ready || !peer.has[index] || peer.load >= MAX_OUTSTANDING || peer.strikes >= MAX_STRIKES) continue;
-      const key = peer.strikes * (MAX_OUTSTANDING + 1) + peer.load;
-      if (key < bestKey) {
-        best = id;
-        bestKey = key;
-      }
+      if (id === except || !peer.ready || !peer.has[index]) continue;
+      if (peer.load >= MAX_OUTSTANDING || peer.strikes >= MAX_STRIKES) continue;
+      const eta = this._peerEta(peer, index, now);
+      if (eta < Infinity && (best === null || eta < best.eta)) best = { id, eta };
     }
     return best;
   }

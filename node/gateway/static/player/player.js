@@ -7,12 +7,16 @@ import { ClipError, fetchBlock, loadClip, pieceAt, pieceData } from "./clip.js";
 import { ViewerSwarm } from "./peers.js";
 import { Picker } from "./picker.js";
 
-const HORIZON = 3.0; // seconds of playback ahead that HTTP makes sure of when peers cannot
 const PLAN_EVERY = 100; // ms
 const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
 const HAVE_FUTURE_DATA = 3;
 const SHARE_AFTER = 1500; // ms, for clips with no first frame to wait for (prefetching)
 const HOLD_HTTP_FOR_WELCOME = 400; // ms the first look-ahead waits to hear which peers have what
+const TRACE_ENTRIES = 4000;
+const BUFFER_LOW = 0.5; // s buffered ahead of the play position below which a waiting element is starved
+const FIRST_FRAME_WAIT = 2000; // ms without a first frame after which the element may buffer BUFFER_FIRST s over HTTP
+const BUFFER_FIRST = 3.0; // s
+const HTTP_ONLY_AHEAD = 3000; // ms further ahead HTTP fetches when there are no peers to wait for (P2P off)
 
 export class Clip {
   constructor({ gateway, cid, p2p }) {
@@ -28,13 +32,16 @@ export class Clip {
     this.stalled = true;
     // Times are performance.now() (ms since the page started): what the page shows and benchmarks read.
     this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0, firstFrameAt: null, firstPeerByteAt: null,
-                   lastPeerByteAt: null }; // prettier-ignore
+                   lastPeerByteAt: null, stalls: 0 }; // prettier-ignore
     this.swarm = null;
     this.httpReported = 0; // HTTP bytes earlier swarm memberships reported: a new one reports the rest
     this.sentBefore = 0; // bytes of whole pieces earlier swarm memberships sent to other viewers
     this.closed = false;
     this.holdHttpUntil = 0;
+    this.prefetchPlan = null; // {at, seconds, duration} while the feed prefetches this clip
     this.abort = new AbortController();
+    this.firstFrame = new Promise((resolve) => (this._framed = resolve)); // resolves when attached and shown
+    this.trace = []; // HTTP pieces and why: {t, i, reason}
   }
 
   async open() {
@@ -47,10 +54,13 @@ export class Clip {
     this.size = clip.size;
     this.type = type;
     this.pieces = clip.pieces;
-    this.picker = new Picker(this.pieces.length);
-    for (const [index, block] of clip.fetched) this._keep(index, block, "http");
-    // The swarm waits for the first frame (see attach), or this long where there is none: joining
-    // and connecting while the first frame loads made it measurably later.
+    this.picker = new Picker(this.pieces.length, this.pieces.map((p) => p.blockSize));
+    for (const [index, block] of clip.fetched) {
+      this._trace(index, "DAG node");
+      this._keep(index, block, "http");
+    }
+    // The swarm waits for the first frame (see attach), or this long where there is none: joining and
+    // connecting while the first frame loads made it measurably later (even the hub's WebSocket alone).
     if (this.p2p) this.connectTimer = setTimeout(() => this._share(), SHARE_AFTER);
     this.planner = setInterval(() => this._plan(), PLAN_EVERY);
     return this;
@@ -58,8 +68,11 @@ export class Clip {
 
   attach(video) {
     this.video = video;
+    this.attachedAt = Date.now();
+    this.prefetchPlan = null;
     const firstFrame = () => {
       this.stats.firstFrameAt ??= performance.now();
+      this._framed();
       this._share();
     };
     if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(firstFrame);
@@ -68,7 +81,10 @@ export class Clip {
       this.stalled = true;
       this._plan();
     };
-    video.addEventListener("waiting", stalled);
+    video.addEventListener("waiting", () => {
+      if (this.stats.firstFrameAt !== null) this.stats.stalls++;
+      stalled();
+    });
     video.addEventListener("seeking", stalled);
     video.addEventListener("playing", () => (this.stalled = false));
     video.addEventListener("canplay", () => (this.stalled = video.readyState < HAVE_FUTURE_DATA));
@@ -96,14 +112,36 @@ export class Clip {
     }
   }
 
+  _join() {
+    if (this.swarm) return;
+    this._startSwarm();
+    this.holdHttpUntil = Date.now() + HOLD_HTTP_FOR_WELCOME;
+  }
+
   // Join the clip's swarm and connect to the peers the hub introduces.
   _share() {
     if (!this.p2p || this.closed || !this.picker) return;
-    if (!this.swarm) {
-      this._startSwarm();
-      this.holdHttpUntil = Date.now() + HOLD_HTTP_FOR_WELCOME;
-    }
+    this._join();
     if (!this.swarm.connecting) this.swarm.connect();
+  }
+
+  // Connect to the clip's peers now (a prefetched clip, once the clip on screen shows its first frame).
+  share() {
+    clearTimeout(this.connectTimer);
+    this._share();
+  }
+
+  // A clip not on screen: fetch its first `seconds` (of `duration`) by `at` (a Date.now() time: when the
+  // viewer is expected to swipe to it), from peers, and over HTTP only once that time is near.
+  prefetch(at, seconds, duration) {
+    this.prefetchPlan = { at, seconds, duration };
+    this._plan();
+  }
+
+  // How many pieces from the start this clip is fetching: the prefetch's first seconds, or all of them.
+  wantedPieces() {
+    if (!this.pieces) return 0;
+    return this._view(Date.now()).wantBefore ?? this.pieces.length;
   }
 
   _startSwarm() {
@@ -158,35 +196,83 @@ export class Clip {
 
   // ------------------------------------------------------------ fetching
 
-  _view() {
+  // Seconds of playback per byte, from the element or from what the feed said of a clip not on screen.
+  _secondsPerByte() {
     const video = this.video;
-    let playIndex = 0;
-    let urgentBefore = 0;
+    if (video && Number.isFinite(video.duration) && video.duration > 0) return video.duration / this.size;
+    const plan = this.prefetchPlan;
+    if (plan && plan.duration > 0) return plan.duration / this.size;
+    return null;
+  }
+
+  // What the picker needs by when: see picker.js. With P2P off nothing is worth waiting for: HTTP fetches
+  // HTTP_ONLY_AHEAD further ahead, which keeps more buffered.
+  _view(now) {
+    const view = this._deadlines(now);
+    return this.p2p ? view : { ...view, extraLead: HTTP_ONLY_AHEAD };
+  }
+
+  _deadlines(now) {
+    const video = this.video;
+    const perByte = this._secondsPerByte();
     let lowestDemanded = Infinity;
     for (const i of this.demanded) lowestDemanded = Math.min(lowestDemanded, i);
-    if (video && Number.isFinite(video.duration) && video.duration > 0) {
-      const rate = this.size / video.duration;
-      playIndex = pieceAt(this.pieces, Math.min(this.size - 1, video.currentTime * rate)).index;
-      const horizon = Math.min(this.size - 1, (video.currentTime + HORIZON) * rate);
-      urgentBefore = pieceAt(this.pieces, horizon).index + 1;
-    } else if (video && lowestDemanded !== Infinity) {
-      playIndex = lowestDemanded;
+    const waiting = video && (this.stalled || video.readyState < HAVE_FUTURE_DATA);
+    const httpAllowed = !this.swarm || this.swarm.myId !== null || now >= this.holdHttpUntil;
+    if (!video) {
+      const plan = this.prefetchPlan;
+      if (!plan || perByte === null) return { playIndex: 0, wantBefore: 0, deadline: () => Infinity, httpAllowed };
+      const wantBefore = pieceAt(this.pieces, Math.min(this.size - 1, plan.seconds / perByte)).index + 1;
+      return { playIndex: 0, wantBefore, httpAllowed, deadline: (i) => plan.at + this.pieces[i].offset * perByte * 1000 };
     }
-    const stalledOn = video && (this.stalled || video.readyState < HAVE_FUTURE_DATA) ? this.demanded : new Set();
-    return { playIndex, urgentBefore, stalledOn, holdHttpUntil: this.holdHttpUntil };
+    const playing = perByte !== null && !(video.paused && this.stats.firstFrameAt !== null);
+    const position = video.currentTime;
+    const rate = video.playbackRate > 0 ? video.playbackRate : 1;
+    let playIndex = 0;
+    if (perByte !== null) playIndex = pieceAt(this.pieces, Math.min(this.size - 1, position / perByte)).index;
+    else if (lowestDemanded !== Infinity) playIndex = lowestDemanded;
+    // The element waits on what it reads when it does not know the clip's length yet (the first frame),
+    // or when it is stalled with less than BUFFER_LOW buffered: not when it is only reading ahead, or
+    // slow to show a frame it has the bytes for (a busy machine).
+    // A first frame that has not come FIRST_FRAME_WAIT after the element was given its source gets up to
+    // BUFFER_FIRST buffered over HTTP, so it never waits on peers however much the element wants.
+    const buffered = waiting ? bufferedAhead(video) : Infinity;
+    const slowStart = this.stats.firstFrameAt === null && now - this.attachedAt > FIRST_FRAME_WAIT;
+    const starved = perByte === null || buffered < BUFFER_LOW || (slowStart && buffered < BUFFER_FIRST);
+    const deadline = (i) => {
+      if (starved && this.demanded.has(i)) return now;
+      if (!playing) return Infinity;
+      const piece = this.pieces[i];
+      const starts = piece.offset * perByte;
+      if ((piece.offset + piece.size) * perByte < position) return Infinity; // behind: for seeding only
+      return now + (Math.max(0, starts - position) * 1000) / rate;
+    };
+    return { playIndex, deadline, httpAllowed };
   }
 
   _plan() {
     if (this.closed || !this.picker) return;
-    for (const action of this.picker.plan(Date.now(), this._view())) {
+    const now = Date.now();
+    for (const action of this.picker.plan(now, this._view(now))) {
       if (action.kind === "request") {
         if (!this.swarm || !this.swarm.request(action.peer, action.index)) this.picker.failed(action.index);
       } else if (action.kind === "cancel") {
         if (this.swarm) this.swarm.cancel(action.peer, action.index);
       } else if (action.kind === "http") {
+        this._trace(action.index, action.reason);
         this._fromHttp(action.index);
       }
     }
+  }
+
+  // Why a piece went to HTTP, with where playback stood (for benchmarks and the curious: clip.trace).
+  _trace(index, reason) {
+    if (this.trace.length >= TRACE_ENTRIES) return;
+    const v = this.video;
+    const perByte = this._secondsPerByte();
+    const ahead = v && perByte !== null ? this.pieces[index].offset * perByte - v.currentTime : null;
+    this.trace.push({ t: Math.round(performance.now()), i: index, reason, ahead, rs: v ? v.readyState : -1,
+                      peers: this.peers(), ff: this.stats.firstFrameAt !== null }); // prettier-ignore
   }
 
   async _fromHttp(index) {
@@ -225,7 +311,7 @@ export class Clip {
   _keep(index, block, source) {
     this.blocks.set(index, block);
     this.cachedBytes += block.length;
-    this.picker.received(index);
+    this.picker.received(index, Date.now());
     if (source === "peer") {
       this.stats.bytesFromPeers += block.length;
       this.stats.firstPeerByteAt ??= performance.now();
@@ -245,7 +331,7 @@ export class Clip {
   // fetched again if the viewer seeks back, and rejected if a peer asks.
   _evict() {
     if (this.cachedBytes <= CACHE_BYTES) return;
-    const play = this._view().playIndex;
+    const play = this._view(Date.now()).playIndex;
     const behind = [...this.blocks.keys()].filter((i) => i < play).sort((a, b) => a - b);
     while (this.cachedBytes > CACHE_BYTES && behind.length) {
       const index = behind.shift();
@@ -254,6 +340,16 @@ export class Clip {
       this.evicted.add(index);
     }
   }
+}
+
+// Seconds the element has buffered from its play position on.
+function bufferedAhead(video) {
+  const t = video.currentTime;
+  const ranges = video.buffered;
+  for (let k = 0; k < ranges.length; k++) {
+    if (ranges.start(k) <= t + 0.05 && t < ranges.end(k)) return ranges.end(k) - t;
+  }
+  return 0;
 }
 
 function sumOf(counts) {
