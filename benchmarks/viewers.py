@@ -30,8 +30,10 @@ fails (exit 1) after printing.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -46,6 +48,7 @@ from benchlib import REPO, MiB, medianode
 sys.path.insert(0, str(REPO))
 from node.demo import make_demo_clip
 
+TRACE = bool(os.environ.get("VIEWERS_TRACE"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -56,7 +59,7 @@ ARGS = [
 STATE = """() => {
   const s = window.medianodeWatch, v = document.getElementById('video'), c = s && s.clip;
   return {error: s && s.error, ended: v.ended, t: v.currentTime, mediaError: v.error && v.error.code,
-          stats: c ? c.stats : null, verified: c ? c.verifiedPieces() : 0,
+          stats: c ? c.stats : null, verified: c ? c.verifiedPieces() : 0, trace: c ? c.trace : [],
           pieces: c && c.pieces ? c.pieces.length : -1};
 }"""
 HTTP_REFERENCE = """async (url) => {
@@ -131,11 +134,21 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
     peers = after["bytes_from_peers"] - before["bytes_from_peers"]
     http = after["bytes_from_http"] - before["bytes_from_http"]
     print(f"\n1. {viewers} viewers joining {gap:g} s apart, all played to the end in {took:.1f} s")
-    print("   viewer  from peers MB  from HTTP MB  peer share")
+    print("   viewer  from peers MB  from HTTP MB  peer share  stalls")
     for i, state in enumerate(ends):
         s = state["stats"] or {}
         p, h = s.get("bytesFromPeers", 0), s.get("bytesFromHttp", 0)
-        print(f"   {i + 1:>6}  {p / 1e6:>13.1f}  {h / 1e6:>12.1f}  {p / max(1, p + h):>9.0%}")
+        reasons = collections.Counter(entry["reason"] for entry in state.get("trace", []))
+        why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+        stalls = s.get("stalls", 0)
+        print(f"   {i + 1:>6}  {p / 1e6:>13.1f}  {h / 1e6:>12.1f}  {p / max(1, p + h):>9.0%}  {stalls:>6}   "
+              f"HTTP pieces: {why}")  # fmt: skip
+        if TRACE:
+            print(f"          first frame at {s.get('firstFrameAt')} ms")
+            for e in state.get("trace", []):
+                ahead = "-" if e.get("ahead") is None else f"{e['ahead']:+.2f}s"
+                print(f"          t={e['t']} piece {e['i']} {e['reason']}: {ahead} ahead of playback, readyState "
+                      f"{e.get('rs')}, {e.get('peers')} peers open, first frame shown {e.get('ff')}")  # fmt: skip
     share = peers / max(1, peers + http)
     ceiling = (viewers - 1) / viewers
     print(f"   all (hub's counts): {peers / 1e6:.1f} MB from peers, {http / 1e6:.1f} MB over HTTP: "
@@ -227,6 +240,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--kbps", type=int, default=16000)
     parser.add_argument("--ttff-runs", type=int, default=5)
+    parser.add_argument("--parts", default="share,ttff,throughput", help="which measurements, comma-separated")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -244,13 +258,17 @@ def main() -> int:
         try:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-                share_run(browser, url, cid, args.viewers, args.gap, failures)
-                print("\n2. time to first frame (median)")
-                ttff_runs(browser, url, cid, args.ttff_runs, False, failures)
-                ttff_runs(browser, url, cid, args.ttff_runs, True, failures)
-                print("\n3. throughput")
-                throughput_run(browser, url, cid, size, failures)
-                seeder_run(browser, url, cid, clip, Path(tmp), failures)
+                parts = args.parts.split(",")
+                if "share" in parts:
+                    share_run(browser, url, cid, args.viewers, args.gap, failures)
+                if "ttff" in parts:
+                    print("\n2. time to first frame (median)")
+                    ttff_runs(browser, url, cid, args.ttff_runs, False, failures)
+                    ttff_runs(browser, url, cid, args.ttff_runs, True, failures)
+                if "throughput" in parts:
+                    print("\n3. throughput")
+                    throughput_run(browser, url, cid, size, failures)
+                    seeder_run(browser, url, cid, clip, Path(tmp), failures)
                 browser.close()
         finally:
             proc.terminate()
