@@ -77,6 +77,10 @@ class Collector:
             self._sweep(LIVE_FROM_PINS_AND_ROOTS, drop_roots=False)
         return before - index.usage()
 
+    def touch_due(self, cid: CID) -> bool:
+        """Whether :meth:`touch` would record an access now (decided in memory, without the lock)."""
+        return time.time() - self._touched.get(bytes(cid.to_v1()), 0.0) >= TOUCH_INTERVAL
+
     def touch(self, cid: CID) -> None:
         """Record an access for the quota's LRU eviction, at most once a minute per root.
 
@@ -86,6 +90,8 @@ class Collector:
         key = bytes(cid.to_v1())
         now = time.time()
         db = self._index.db
+        if now - self._touched.get(key, 0.0) < TOUCH_INTERVAL:
+            return  # the common case, decided without waiting for the index lock
         with self._index.lock:
             if now - self._touched.get(key, 0.0) < TOUCH_INTERVAL:
                 return

@@ -242,6 +242,13 @@ class Index:
             self._generation_read_at = now
         return self._generation
 
+    def fresh_generation(self) -> int | None:
+        """The generation as last read if that was within GENERATION_TTL, else None (call with the lock
+        held): for a reader that must not wait on SQLite."""
+        if time.monotonic() - self._generation_read_at > GENERATION_TTL:
+            return None
+        return self._generation
+
     def bump_generation(self) -> None:
         """Blocks moved or went away (call inside a transaction): layouts computed before are stale."""
         self.db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")

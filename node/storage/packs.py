@@ -97,16 +97,36 @@ class PackDirectory:
 
     def fd(self, name: str) -> int:
         with self._lock:
-            fd = self._fds.get(name)
-            if fd is not None:
-                self._fds.move_to_end(name)
-                return fd
-            fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
-            self._fds[name] = fd
-            while len(self._fds) > self._max_open:
-                _, old = self._fds.popitem(last=False)
-                os.close(old)
+            return self._cached(name)
+
+    def open_copy(self, name: str) -> int:
+        """A descriptor of the pack that is the caller's to close (the cache may close its own any time)."""
+        with self._lock:
+            return os.dup(self._cached(name))
+
+    def copies_if_open(self, names: list[str]) -> list[int] | None:
+        """A descriptor of each pack (the caller's to close) if all are open already and the cache is not
+        busy; else None. Never waits: for a caller on an event loop."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            if any(name not in self._fds for name in names):
+                return None
+            return [os.dup(self._fds[name]) for name in names]
+        finally:
+            self._lock.release()
+
+    def _cached(self, name: str) -> int:
+        fd = self._fds.get(name)
+        if fd is not None:
+            self._fds.move_to_end(name)
             return fd
+        fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
+        self._fds[name] = fd
+        while len(self._fds) > self._max_open:
+            _, old = self._fds.popitem(last=False)
+            os.close(old)
+        return fd
 
     def pread(self, name: str, offset: int, length: int) -> bytes:
         data = os.pread(self.fd(name), length, offset)

@@ -119,6 +119,10 @@ class Pins:
         """Whether anything is withheld at all, re-read at most every GENERATION_TTL seconds (another
         process may have changed it): readers skip the per-block check while nothing is."""
         now = time.monotonic()
+        if now - self._withheld_read_at <= GENERATION_TTL:
+            # Without the index lock: every gateway request asks, on its event loop, and a thread holding
+            # the lock for a query would stall the loop. The answer is written before its time.
+            return self._withheld_any
         with self._index.lock:
             if now - self._withheld_read_at > GENERATION_TTL:
                 self._withheld_any = self._index.db.execute("SELECT EXISTS (SELECT 1 FROM withheld)").fetchone()[0] == 1

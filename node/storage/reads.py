@@ -6,6 +6,12 @@ each one ``pread`` or ``sendfile``. A hot file's whole layout is cached
 until blocks move (the index's generation); a cold one's range reads only
 the nodes over that range, and at most READ_WINDOW bytes are planned at a
 time, so memory stays bounded however large a file claims to be.
+
+``read_spans`` plans the same reads for a server that can send from a file
+(``sendfile``): a run of pack bytes comes out as a :class:`PackSpan` with a
+file descriptor of its own, so a pack compacted away meanwhile still reads
+(its inode lives while the descriptor is open) and the directory's cache
+may close its own descriptor at any time.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import errno
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import zstandard
 
@@ -30,12 +37,24 @@ from .unixfs import UnixFSError, decode_unixfs
 
 LAYOUT_CACHE_LEAVES = 262144
 NODE_CACHE = 4096  # decoded internal file nodes kept (a CID's content never changes): ~1,300 1 GiB files
-READ_WINDOW = 64 * 1024 * 1024  # bytes of a file planned at a time: memory stays bounded however large it claims to be
+READ_WINDOW = 16 * 1024 * 1024  # bytes of a file planned at a time: memory stays bounded however large it claims to be
 READ_PIECE = 4 * 1024 * 1024  # bytes per pread of a run
 SENDFILE_MAX = 1 << 26  # bytes per sendfile call
 
 Quarantine = Callable[[CID, bytes, str], None]
 Layout = tuple[FileLayout, list[Location | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PackSpan:
+    """``length`` bytes at ``offset`` of an open pack file; whoever takes it closes ``fd``."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class BlockReader:
@@ -52,6 +71,10 @@ class BlockReader:
         self._layouts: OrderedDict[bytes, tuple[int, FileLayout, list[Location | None]]] = OrderedDict()
         self._layout_leaves = 0
         self._nodes: OrderedDict[CID, FileNode] = OrderedDict()
+        self._window_layouts: OrderedDict[tuple[bytes, int], tuple[int, FileLayout, list[Location | None]]] = (
+            OrderedDict()
+        )
+        self._window_leaves = 0
 
     def get_block(self, cid: CID) -> bytes:
         if cid.is_identity:
@@ -100,6 +123,15 @@ class BlockReader:
                 self._layout_leaves -= len(old.leaves)
         return file_layout, locations
 
+    def _forget_all(self, root: CID) -> None:
+        """A pack went away under a layout of ``root``: re-read the generation and drop its layouts."""
+        key = bytes(root.to_v1())
+        with self._index.lock:
+            self._index.forget_generation()
+            self._forget_layout(key)
+            for window in [w for w in self._window_layouts if w[0] == key]:
+                self._window_leaves -= len(self._window_layouts.pop(window)[1].leaves)
+
     def _forget_layout(self, key: bytes) -> None:
         cached = self._layouts.pop(key, None)
         if cached is not None:
@@ -147,12 +179,30 @@ class BlockReader:
         return FileLayout(size, leaves), locations
 
     def _planned(self, root: CID, offset: int, length: int) -> Layout:
-        """The whole-file layout when it is cached (hot files: no node is read), else the range's."""
+        """The layout under [offset, offset+length), which lies in one READ_WINDOW-aligned window: the
+        whole file's when that is cached, else the window's, read once and cached while its blocks stay
+        where they are. A player's Range requests land in windows read before, and cost no query."""
+        key = bytes(root.to_v1())
+        window = (key, offset // READ_WINDOW)
         with self._index.lock:
-            cached = self._layouts.get(bytes(root.to_v1()))
-            if cached is not None and cached[0] == self._index.generation():
+            generation = self._index.generation()
+            cached = self._layouts.get(key)
+            if cached is not None and cached[0] == generation:
                 return cached[1], cached[2]
-        return self.range_layout(root, offset, length)
+            hit = self._window_layouts.get(window)
+            if hit is not None and hit[0] == generation:
+                self._window_layouts.move_to_end(window)
+                return hit[1], hit[2]
+        file_layout, locations = self.range_layout(root, window[1] * READ_WINDOW, READ_WINDOW)
+        if all(where is not None for where in locations):  # a block still to come would leave it stale
+            with self._index.lock:
+                old = self._window_layouts.pop(window, None)
+                self._window_leaves += len(file_layout.leaves) - (len(old[1].leaves) if old else 0)
+                self._window_layouts[window] = (generation, file_layout, locations)
+                while self._window_leaves > LAYOUT_CACHE_LEAVES and len(self._window_layouts) > 1:
+                    _, (_, evicted, _) = self._window_layouts.popitem(last=False)
+                    self._window_leaves -= len(evicted.leaves)
+        return file_layout, locations
 
     # -- byte ranges ----------------------------------------------------------------------
 
@@ -178,9 +228,7 @@ class BlockReader:
                 if retried:
                     raise
                 retried = True
-                with self._index.lock:
-                    self._index.forget_generation()
-                    self._forget_layout(bytes(root.to_v1()))
+                self._forget_all(root)
 
     def _read_range_once(self, root: CID, offset: int, length: int, piece_size: int) -> Iterator[bytes]:
         for start, size in _windows(offset, length):
@@ -188,6 +236,63 @@ class BlockReader:
             for step in plan_reads(file_layout, start, size, locations):
                 if isinstance(step, PackRun) and not self._hash_on_read:
                     yield from self._read_run(step, piece_size)
+                elif isinstance(step, PackRun):
+                    yield from self._read_verified_run(file_layout, step, start, size, locations)
+                else:
+                    yield self._leaf_bytes(step)
+
+    def read_spans(self, root: CID, offset: int, length: int) -> Iterator[bytes | PackSpan]:
+        """[offset, offset+length) of the file at ``root`` in order: pack runs as :class:`PackSpan`
+        (each opened only when it is reached), and what must be decoded or verified as bytes, a piece
+        of at most READ_PIECE at a time. A pack gone under a cached layout is handled as in
+        :meth:`read_range`."""
+        done = 0
+        retried = False
+        while True:
+            try:
+                for item in self._read_spans_once(root, offset + done, length - done):
+                    done += item.length if isinstance(item, PackSpan) else len(item)
+                    yield item
+                return
+            except FileNotFoundError:
+                if retried:
+                    raise
+                retried = True
+                self._forget_all(root)
+
+    def spans_if_ready(self, root: CID, offset: int, length: int) -> list[PackSpan] | None:
+        """The spans of [offset, offset+length) if all it takes is in memory: a fresh cached layout of
+        one window, runs in packs already open, nothing to decode or verify. Else None, and the caller
+        plans in a thread (:meth:`read_spans`). Never waits on a lock, the disk or SQLite, so an event
+        loop can call it: a player's hot Range requests then need no trip to a thread."""
+        if self._hash_on_read or length <= 0 or offset // READ_WINDOW != (offset + length - 1) // READ_WINDOW:
+            return None
+        key = bytes(root.to_v1())
+        if not self._index.lock.acquire(blocking=False):
+            return None
+        try:
+            generation = self._index.fresh_generation()
+            cached = self._layouts.get(key) or self._window_layouts.get((key, offset // READ_WINDOW))
+            if generation is None or cached is None or cached[0] != generation:
+                return None
+            _, file_layout, locations = cached
+        finally:
+            self._index.lock.release()
+        plan = plan_reads(file_layout, offset, length, locations)
+        runs = [step for step in plan if isinstance(step, PackRun)]
+        if len(runs) != len(plan) or sum(run.length for run in runs) != length:
+            return None
+        fds = self._packs.copies_if_open([run.pack for run in runs])
+        if fds is None:
+            return None
+        return [PackSpan(fd, run.offset, run.length) for fd, run in zip(fds, runs, strict=True)]
+
+    def _read_spans_once(self, root: CID, offset: int, length: int) -> Iterator[bytes | PackSpan]:
+        for start, size in _windows(offset, length):
+            file_layout, locations = self._planned(root, start, size)
+            for step in plan_reads(file_layout, start, size, locations):
+                if isinstance(step, PackRun) and not self._hash_on_read:
+                    yield PackSpan(self._packs.open_copy(step.pack), step.offset, step.length)
                 elif isinstance(step, PackRun):
                     yield from self._read_verified_run(file_layout, step, start, size, locations)
                 else:
@@ -276,9 +381,9 @@ def _refuse_lying_leaves(leaves: list[Leaf], locations: list[Location | None]) -
 
 
 def _windows(offset: int, length: int) -> Iterator[tuple[int, int]]:
-    """[offset, offset+length) as READ_WINDOW-sized pieces, each planned only when it is reached."""
+    """[offset, offset+length) cut at multiples of READ_WINDOW, each piece planned only when it is reached."""
     end = offset + length
     while offset < end:
-        size = min(READ_WINDOW, end - offset)
+        size = min(READ_WINDOW - offset % READ_WINDOW, end - offset)
         yield offset, size
         offset += size

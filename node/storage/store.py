@@ -34,7 +34,7 @@ from .importer import Progress, import_tree, tree_size
 from .index import Index
 from .packs import PackDirectory
 from .pins import Pins
-from .reads import BlockReader, Layout
+from .reads import BlockReader, Layout, PackSpan
 from .unixfs import Child
 from .verify import CorruptReport, Verifier
 
@@ -157,11 +157,20 @@ class BlockStore:
     ) -> Iterator[bytes]:
         return self._reader.read_range(root, offset, length, piece_size)
 
+    def read_spans(self, root: CID, offset: int, length: int) -> Iterator[bytes | PackSpan]:
+        return self._reader.read_spans(root, offset, length)
+
+    def spans_if_ready(self, root: CID, offset: int, length: int) -> list[PackSpan] | None:
+        return self._reader.spans_if_ready(root, offset, length)
+
     def copy_to_fd(self, root: CID, out_fd: int, progress: Progress | None = None) -> int:
         return self._reader.copy_to_fd(root, out_fd, progress)
 
     def touch(self, cid: CID) -> None:
         self._collector.touch(cid)
+
+    def touch_due(self, cid: CID) -> bool:
+        return self._collector.touch_due(cid)
 
     # -- DAG inspection and UnixFS queries ----------------------------------------------------
 
