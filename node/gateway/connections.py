@@ -70,7 +70,7 @@ import hypercorn.trio.run as hypercorn_run
 import hypercorn.trio.tcp_server as hypercorn_tcp_server
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Event, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.task_group import _handle as hypercorn_handle
@@ -88,6 +88,8 @@ from hypercorn.typing import Scope as HypercornScope
 from starlette.types import Message, Receive, Scope, Send
 
 from ..config import ConfigError
+from . import zerocopy
+from .zerocopy import FileSpan, RawFile, SendIdle, read_rest, send_file
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus  # the stubs libp2p installs hide trio's own TaskStatus from mypy
@@ -262,6 +264,17 @@ class GuardedStream(trio.abc.HalfCloseableStream):
                     continue
                 self.close_socket()  # wakes the reader as well, so the whole connection ends
                 raise trio.BrokenResourceError("the client stopped reading the response")
+
+    async def send_file(self, span: FileSpan) -> None:
+        """Send ``span`` straight from its file (node/gateway/zerocopy.py), with the same send-idle bound."""
+        async with self.sending:
+            try:
+                done = await send_file(self.inner.socket, span, self.limits.send_idle_timeout)
+            except SendIdle:
+                self.close_socket()
+                raise trio.BrokenResourceError("the client stopped reading the response") from None
+        for piece in read_rest(span, done):
+            await self.send_all(piece)
 
     async def wait_send_all_might_not_block(self) -> None:
         async with self.sending:
@@ -491,11 +504,28 @@ class GuardedTCPServer(TCPServer):
             self.scope.cancel()
 
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, RawFile):
+            await self._send_file(event.span)
+            return
+        if isinstance(event, RawData) and not event.data and self.guarded is not None:
+            return  # h11's end of a Content-Length body: nothing to send, and a send costs two locks
         if isinstance(event, Updated) and self.guarded is not None:
             # Hypercorn's protocol says idle=False when a request's headers are complete and idle=True
             # when the connection waits for the next request.
             self.guarded.headers_awaited(event.idle)
         await super().protocol_send(event)
+
+    async def _send_file(self, span: FileSpan) -> None:
+        if self.guarded is None:  # Hypercorn's own stream: the file's bytes as ordinary sends
+            for piece in read_rest(span, 0):
+                await super().protocol_send(RawData(data=piece))
+            return
+        async with self.send_lock:
+            try:
+                with trio.CancelScope(shield=True):  # as Hypercorn's sends: a cancelled connection closes the socket
+                    await self.guarded.send_file(span)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
 
     async def _close(self) -> None:
         if self.guarded is None:
@@ -516,7 +546,7 @@ class BoundedBodies:
         self.idle_timeout = idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
         body_ended = False
@@ -549,6 +579,14 @@ class BoundedBodies:
         await self.app(scope, bounded_receive, guarded_send)
 
 
+def _has_body(scope: Scope) -> bool:
+    """Whether the request says a body follows (most of the gateway's requests, GETs, say none)."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
 async def send_timeout(send: Send) -> None:
     body = json.dumps({"error": "the request body stopped arriving"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
@@ -558,7 +596,8 @@ async def send_timeout(send: Send) -> None:
 
 
 def install() -> None:
-    """Have Hypercorn's trio worker build :class:`GuardedTCPServer` for its connections."""
+    """Have Hypercorn's trio worker build :class:`GuardedTCPServer` for its connections, and its HTTP/1.1
+    connections take zero-copy bodies (node/gateway/zerocopy.py)."""
     current = hypercorn_run.TCPServer  # type: ignore[attr-defined]
     if current is not TCPServer and current is not GuardedTCPServer:
         raise RuntimeError(f"hypercorn.trio.run.TCPServer is {current!r}, not Hypercorn's TCPServer")
@@ -567,6 +606,7 @@ def install() -> None:
     if current_group is not TaskGroup and current_group is not GuardedTaskGroup:
         raise RuntimeError(f"hypercorn.trio.tcp_server.TaskGroup is {current_group!r}, not Hypercorn's TaskGroup")
     hypercorn_tcp_server.TaskGroup = GuardedTaskGroup  # type: ignore[attr-defined]
+    zerocopy.install()
 
 
 async def serve(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -200,7 +201,7 @@ class CID:
         return encode_varint(1) + encode_varint(self.codec) + self.multihash
 
     def __str__(self) -> str:
-        return self.encode()
+        return _base32_text(self)
 
     def __repr__(self) -> str:
         return f"CID({self.encode()})"
@@ -237,3 +238,9 @@ class CID:
         if self.is_identity:
             return bytes(data) == self.identity_data()
         return self.multihash[2:] == hashlib.sha256(data).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _base32_text(cid: CID) -> str:
+    """A CID's text, kept for the CIDs in use: the gateway writes each into three headers per request."""
+    return cid.encode()

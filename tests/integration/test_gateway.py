@@ -16,6 +16,7 @@ from node.demo import make_demo_clip
 from node.storage.car import read_car
 from node.storage.cid import CID
 from node.storage.layout import walk_file
+from node.storage.reads import READ_WINDOW
 
 MiB = 1024 * 1024
 
@@ -86,6 +87,22 @@ def test_ranges(served: Served, tmp_path: Path) -> None:
         assert r.text.strip() and "\n" not in r.text.strip()
     # A unit we do not know is ignored, as RFC 9110 requires.
     assert httpx.get(url, headers={"Range": "items=0-1"}).status_code == 200
+
+
+def test_large_ranges_read_back_exactly_across_read_windows(served: Served, tmp_path: Path) -> None:
+    """Bodies sent from the pack file (sendfile): a file over one 16 MiB read window, asked for whole,
+    across the window's edge, at its last byte, and the same 1 MiB range twice (the second planned from
+    memory). Every body is byte for byte the file's."""
+    data = gen(READ_WINDOW + 2 * MiB + 3)
+    (tmp_path / "big.bin").write_bytes(data)
+    cid = add(served, tmp_path / "big.bin")
+    url = f"{served.url}/ipfs/{cid}"
+    whole = httpx.get(url, timeout=30)
+    assert whole.status_code == 200 and whole.content == data
+    for start, end in ((READ_WINDOW - 5, READ_WINDOW + 5), (len(data) - 1, len(data) - 1),
+                       (3 * MiB, 4 * MiB - 1), (3 * MiB, 4 * MiB - 1), (0, READ_WINDOW + MiB)):  # fmt: skip
+        r = httpx.get(url, headers={"Range": f"bytes={start}-{end}"}, timeout=30)
+        assert r.status_code == 206 and r.content == data[start : end + 1], (start, end)
 
 
 def test_filename_and_download(served: Served, clip: Path) -> None:
