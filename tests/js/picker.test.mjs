@@ -196,6 +196,13 @@ test("before the hub has said who else watches, only what is due now goes to HTT
   assert.deepEqual(kinds(picker.plan(10, { ...view, httpAllowed: true })), ["http:-:1", "http:-:2"]);
 });
 
+test("before the hub has said who watches, no piece counts as nobody's: HTTP waits for the plain lead", () => {
+  const picker = new Picker(1);
+  const view = { playIndex: 0, deadline: () => 10000, peersKnown: false };
+  assert.deepEqual(picker.plan(10000 - LEAD - AHEAD_OF_SWARM, view), []);
+  assert.deepEqual(kinds(picker.plan(10000 - LEAD, view)), ["http:-:0"]);
+});
+
 test("prefetch: only pieces before wantBefore are fetched, from peers, and HTTP only once the swipe is near", () => {
   const picker = withPeers(6, ["a"], [0, 1]);
   const swipeAt = 8000;

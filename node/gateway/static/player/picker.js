@@ -163,7 +163,8 @@ export class Picker {
 
   // view: {playIndex: where play order starts, deadline(i) -> ms|Infinity, wantBefore: pieces at or past it
   //        are not fetched at all (default: all are), httpAllowed: false keeps HTTP to what is due now,
-  //        extraLead: ms added to HTTP's lead (a player with no peers to wait for fetches further ahead)}
+  //        extraLead: ms added to HTTP's lead (a player with no peers to wait for fetches further ahead),
+  //        peersKnown: false while the hub has not said who watches (no piece counts as nobody's yet)}
   plan(now, view) {
     const actions = [];
     const wantBefore = Math.min(this.count, view.wantBefore ?? this.count);
@@ -210,7 +211,8 @@ export class Picker {
         continue;
       }
       const held = this._anyPeerHas(index);
-      const ahead = (held ? httpTime : orphanTime) && view.httpAllowed !== false && this._httpRoom();
+      const orphan = !held && view.peersKnown !== false;
+      const ahead = (orphan ? orphanTime : httpTime) && view.httpAllowed !== false && this._httpRoom();
       if (dueNow ? this.httpActive < HTTP_PARALLEL : ahead) {
         this._startHttp(index, now, actions, dueNow ? "due now" : held ? "peers busy" : "no peer has it");
       }

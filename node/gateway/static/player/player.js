@@ -209,7 +209,8 @@ export class Clip {
   // HTTP_ONLY_AHEAD further ahead, which keeps more buffered.
   _view(now) {
     const view = this._deadlines(now);
-    return this.p2p ? view : { ...view, extraLead: HTTP_ONLY_AHEAD };
+    if (!this.p2p) return { ...view, extraLead: HTTP_ONLY_AHEAD };
+    return { ...view, peersKnown: this.swarm !== null && this.swarm.myId !== null };
   }
 
   _deadlines(now) {
