@@ -5,7 +5,8 @@
 
 Everything runs on 127.0.0.1: one ``medianode serve`` with ``--clips`` clips
 pinned (``--seconds`` s of H.264 each, at ``--kbps`` plus a few kbit/s per
-clip so that every clip is different bytes) and Debian's Chromium (a browser
+clip so that every clip is different bytes, audio and video interleaved as
+real clips are: see ``viewers.interleave``) and Debian's Chromium (a browser
 context per viewer). ``--viewers`` pages open ``/watch/feed`` one every
 ``--gap`` s; each stays ``--dwell`` s on a clip (counted from when its first
 clip was shown) and swipes to the next (the down-arrow key, which scrolls
@@ -40,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from viewers import ARGS, CHROMIUM, serve, swarm_stats
+from viewers import ARGS, CHROMIUM, interleave, serve, swarm_stats
 
 from benchlib import REPO, medianode
 
@@ -144,7 +145,8 @@ def main() -> int:
         size = 0
         # Added last = newest = first in the feed: clip 1 is added last.
         for i in reversed(range(args.clips)):
-            clip = make_demo_clip(Path(tmp) / f"clip{i}.mp4", args.seconds, args.kbps + 7 * i)
+            clip = make_demo_clip(Path(tmp) / f"demo{i}.mp4", args.seconds, args.kbps + 7 * i)
+            clip = interleave(clip, Path(tmp) / f"clip{i}.mp4")
             size += clip.stat().st_size
             added = subprocess.run(medianode(data, "add", str(clip), "--json"), capture_output=True, text=True,
                                    check=True)  # fmt: skip

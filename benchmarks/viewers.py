@@ -96,6 +96,24 @@ class Viewer:
         self.context.close()
 
 
+def interleave(src: Path, dst: Path) -> Path:
+    """``src`` remuxed with its audio and video packets interleaved by time, as encoders write real clips.
+
+    ``make_demo_clip`` muxes all the video, then all the audio: Chromium then reads half of a 4 Mbit/s clip
+    (to its first audio packet) before it has the clip's metadata, and all of that counts as what the first
+    frame waits on."""
+    import av
+
+    with av.open(str(src)) as source, av.open(str(dst), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+        packets = [p for p in source.demux() if p.dts is not None]
+        packets.sort(key=lambda p: float(p.dts * p.time_base))
+        for packet in packets:
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
 def serve(data: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         medianode(data, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht",
@@ -241,19 +259,23 @@ def main() -> int:
     parser.add_argument("--kbps", type=int, default=16000)
     parser.add_argument("--ttff-runs", type=int, default=5)
     parser.add_argument("--parts", default="share,ttff,throughput", help="which measurements, comma-separated")
+    parser.add_argument("--interleaved", action="store_true", help="audio and video interleaved (see interleave)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="medianode-viewers-") as tmp:
         clip = make_demo_clip(Path(tmp) / "clip.mp4", args.seconds, args.kbps)
+        if args.interleaved:
+            clip = interleave(clip, Path(tmp) / "interleaved.mp4")
         size = clip.stat().st_size
         data = Path(tmp) / "node"
         added = subprocess.run(medianode(data, "add", str(clip), "--json"), capture_output=True, text=True, check=True)
         cid = json.loads(added.stdout)["cid"]
         digest = hashlib.sha256(clip.read_bytes()).hexdigest()[:16]
-        print(f"clip: {args.seconds} s H.264 at {args.kbps} kbit/s, {size / 1e6:.1f} MB ({size / MiB:.1f} MiB), "
-              f"{-(-size // 262144)} pieces of 256 KiB; sha256 {digest}")  # fmt: skip
+        layout = "interleaved" if args.interleaved else "video then audio"
+        print(f"clip: {args.seconds} s H.264 at {args.kbps} kbit/s ({layout}), {size / 1e6:.1f} MB "
+              f"({size / MiB:.1f} MiB), {-(-size // 262144)} pieces of 256 KiB; sha256 {digest}")  # fmt: skip
         proc, url = serve(data)
         try:
             with sync_playwright() as p:
