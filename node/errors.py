@@ -48,3 +48,9 @@ class UpstreamError(MedianodeError):
     """A peer, the swarm or another node did not give what was needed."""
 
     status = 502
+
+
+class FetchError(UpstreamError):
+    """The swarm could not deliver what was asked (nobody has it, or nobody answered in time)."""
+
+    status = 504  # the gateway's answer: not stored here, and the swarm did not deliver in time

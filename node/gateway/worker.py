@@ -58,6 +58,7 @@ import trio
 import trio_websocket
 from starlette.requests import Request
 
+from ..errors import FetchError
 from ..storage.cid import CID
 from .http import HTTPProblem, problem_response
 from .metrics import ASGIApp, Metrics
@@ -117,8 +118,6 @@ class OwnerLink:
 
     async def fetch(self, op: str, cid: CID, offset: int = 0, length: int | None = None) -> None:
         """Have the owner fetch from the swarm into the store; FetchError if the swarm did not deliver."""
-        from ..swarm.bitswap import FetchError
-
         body = {"op": op, "cid": str(cid), "offset": offset, "length": length}
         response = await self._waiting(lambda: self.client.post(INTERNAL_PREFIX + "fetch", json=body))
         if response.status_code != 204:

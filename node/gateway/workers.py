@@ -36,6 +36,7 @@ import trio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from ..errors import FetchError
 from ..storage.cid import CID
 from .http import HTTPProblem, parse_cid, problem_response
 from .metrics import ASGIApp, Metrics
@@ -140,8 +141,6 @@ def owner_channel(app: ASGIApp, swarm: Any, metrics: Metrics) -> ASGIApp:
     """The app on the owner's Unix socket (see the module docstring)."""
 
     async def fetch(request: Request) -> Response:
-        from ..swarm.bitswap import FetchError
-
         try:
             body = json.loads(await request.body())
             op, cid = body["op"], parse_cid(str(body["cid"]))

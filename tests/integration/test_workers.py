@@ -157,7 +157,8 @@ def test_requests_for_the_owner_wait_for_it_and_get_its_answer(workers: tuple[Se
 
 
 def test_a_worker_has_the_owner_fetch_what_the_store_lacks(tmp_path: Path) -> None:
-    """B's worker is asked for a range only A holds; B's owner fetches it over Bitswap, the worker serves it."""
+    """B's worker is asked for a range only A holds; B's owner fetches it over Bitswap, the worker serves it,
+    and never loads the swarm's code itself."""
     data = gen(2 * MiB + 999, b"remote")
     (tmp_path / "remote.bin").write_bytes(data)
     cid = Node(tmp_path / "a").ok("add", str(tmp_path / "remote.bin"), "--json").json["cid"]
@@ -179,6 +180,11 @@ def test_a_worker_has_the_owner_fetch_what_the_store_lacks(tmp_path: Path) -> No
         caller.join(timeout=DEADLINE)
         assert answers and answers[0].status_code == 206, answers and answers[0].text
         assert answers[0].content == data[1_000_000:1_100_000]
+        # The worker handed the fetch over without importing libp2p (coincurve's library is one libp2p
+        # loads): that import took 0.6-2.6 s on a worker's event loop and held all of its reads meanwhile.
+        assert "coincurve" in Path(f"/proc/{b.proc.pid}/maps").read_text()
+        for pid in workers_of(b):
+            assert "coincurve" not in Path(f"/proc/{pid}/maps").read_text(), pid
     finally:
         assert b.stop() == 0 and a.stop() == 0
 

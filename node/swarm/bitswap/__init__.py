@@ -3,7 +3,7 @@ ask whom for), ``ledger`` (per-peer bounds, strikes and bans), ``network`` (stre
 (answering wants), ``client`` (fetching), and ``exchange``, which composes them for one host.
 ``wire``, ``wants`` and ``ledger`` are pure logic; the others are the I/O around them."""
 
-from .client import FetchError
+from ...errors import FetchError
 from .exchange import BlockExchange
 
 __all__ = ["BlockExchange", "FetchError"]

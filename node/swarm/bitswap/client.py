@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import trio
 from libp2p.peer.id import ID
 
-from ...errors import UpstreamError
+from ...errors import FetchError
 from ...storage.cid import CID
 from ...storage.dagpb import DagPBError, links_of
 from ...storage.hamt import HAMTError, max_levels, sub_shards
@@ -41,12 +41,6 @@ COMMIT_EVERY = 8 * 1024 * 1024
 ARRIVAL_BATCH = 64  # blocks stored per trip to the worker thread
 
 Arrival = tuple[ID, CID, bytes]
-
-
-class FetchError(UpstreamError):
-    """The swarm could not deliver what was asked (nobody has it, or nobody answered in time)."""
-
-    status = 504  # the gateway's answer: not stored here, and the swarm did not deliver in time
 
 
 @dataclass
