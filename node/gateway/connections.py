@@ -265,11 +265,12 @@ class GuardedStream(trio.abc.HalfCloseableStream):
                 self.close_socket()  # wakes the reader as well, so the whole connection ends
                 raise trio.BrokenResourceError("the client stopped reading the response")
 
-    async def send_file(self, span: FileSpan) -> None:
-        """Send ``span`` straight from its file (node/gateway/zerocopy.py), with the same send-idle bound."""
+    async def send_file(self, head: bytes, span: FileSpan) -> None:
+        """Send ``head``, then ``span`` straight from its file (node/gateway/zerocopy.py), with the same
+        send-idle bound."""
         async with self.sending:
             try:
-                done = await send_file(self.inner.socket, span, self.limits.send_idle_timeout)
+                done = await send_file(self.inner.socket, head, span, self.limits.send_idle_timeout)
             except SendIdle:
                 self.close_socket()
                 raise trio.BrokenResourceError("the client stopped reading the response") from None
@@ -505,7 +506,7 @@ class GuardedTCPServer(TCPServer):
 
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, RawFile):
-            await self._send_file(event.span)
+            await self._send_file(event.head, event.span)
             return
         if isinstance(event, RawData) and not event.data and self.guarded is not None:
             return  # h11's end of a Content-Length body: nothing to send, and a send costs two locks
@@ -515,15 +516,17 @@ class GuardedTCPServer(TCPServer):
             self.guarded.headers_awaited(event.idle)
         await super().protocol_send(event)
 
-    async def _send_file(self, span: FileSpan) -> None:
+    async def _send_file(self, head: bytes, span: FileSpan) -> None:
         if self.guarded is None:  # Hypercorn's own stream: the file's bytes as ordinary sends
+            if head:
+                await super().protocol_send(RawData(data=head))
             for piece in read_rest(span, 0):
                 await super().protocol_send(RawData(data=piece))
             return
         async with self.send_lock:
             try:
                 with trio.CancelScope(shield=True):  # as Hypercorn's sends: a cancelled connection closes the socket
-                    await self.guarded.send_file(span)
+                    await self.guarded.send_file(head, span)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.protocol.handle(Closed())
 

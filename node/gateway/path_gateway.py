@@ -475,7 +475,9 @@ class SpansResponse(Response):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         batch, rest, served = self.first, self.rest, self.gateway.metrics.bytes_served
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            # A span comes first: the head goes out with it (node/gateway/zerocopy.py).
+            await send({**start, "zerocopy": True} if batch and isinstance(batch[0], PackSpan) else start)
             while True:
                 while batch:
                     item = batch[0]

@@ -16,6 +16,13 @@ or chunks it); the send itself is :func:`send_file` on the socket,
 ``await``-ed like any other send, so the file may be closed once ``send``
 returns.
 
+An ``http.response.start`` that carries ``"zerocopy": True`` says the next
+body message is a ``zerocopysend``: its head is then held and written just
+before the span, in one trip through the connection's send path instead of
+two. (Not with ``MSG_MORE`` or ``TCP_CORK``: with either, responses waited
+up to 200 ms on loopback, and 1 MiB ranges from 32 connections fell from
+1,050 to 195 requests/s with a p99 of 230 ms.)
+
 Non-goals. HTTP/2 (Hypercorn's h2 streams never see the extension), TLS
 (the gateway listens in plain HTTP behind a proxy) and ``count`` omitted
 (the file's size is the application's to know).
@@ -35,6 +42,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, cast
 
 import h11
@@ -43,10 +51,11 @@ import hypercorn.protocol.h11 as hypercorn_h11
 import trio
 from hypercorn.events import Event, RawData
 from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import AppWrapper
-from hypercorn.utils import suppress_body
+from hypercorn.utils import build_and_validate_headers, suppress_body
 
 ZEROCOPY = "http.response.zerocopysend"
 SENDFILE_MAX = 1 << 24  # bytes per sendfile call: a long body still yields to other connections between calls
@@ -67,29 +76,41 @@ class FileSpan:
 
 @dataclass(frozen=True)
 class FileBody(StreamEvent):
-    """What the stream sends its protocol for a zero-copy message (beside Hypercorn's ``Body``)."""
+    """What the stream sends its protocol for a zero-copy message (beside Hypercorn's ``Body``), with the
+    response's head when it was held for it."""
 
     span: FileSpan
+    head: Response | None = None
 
 
 @dataclass(frozen=True)
 class RawFile(Event):
-    """What the protocol sends the connection (beside Hypercorn's ``RawData``)."""
+    """What the protocol sends the connection (beside Hypercorn's ``RawData``): ``head`` bytes, then the span."""
 
     span: FileSpan
+    head: bytes = b""
 
 
 class SendIdle(Exception):
     """The client took nothing of the span for the send-idle bound."""
 
 
-async def send_file(sock: trio.socket.SocketType, span: FileSpan, idle_timeout: float) -> int:
-    """Write ``span`` to the non-blocking ``sock`` with ``sendfile``, waiting for room between calls;
-    the bytes written, which are fewer than the span's only when the kernel cannot ``sendfile`` from
-    this file (EINVAL, ENOSYS): the caller then sends the rest from :func:`read_rest`.
+async def send_file(sock: trio.socket.SocketType, head: bytes, span: FileSpan, idle_timeout: float) -> int:
+    """Write ``head`` and then ``span`` to the non-blocking ``sock`` (the span with ``sendfile``), waiting
+    for room between calls; the span's bytes written, which are fewer than its count only when the kernel
+    cannot ``sendfile`` from this file (EINVAL, ENOSYS): the caller then sends the rest from :func:`read_rest`.
 
     Raises ``trio.BrokenResourceError`` when the client went away, ``trio.ClosedResourceError`` when
     the socket was closed, and :class:`SendIdle` when the client took nothing for ``idle_timeout``."""
+    view = memoryview(head)
+    while view:
+        with trio.move_on_after(idle_timeout):
+            try:
+                view = view[await sock.send(view) :]
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from None
+            continue
+        raise SendIdle
     offset, end = span.offset, span.offset + span.count
     while offset < end:
         if sock.fileno() < 0:
@@ -119,6 +140,7 @@ class ZeroCopyHTTPStream(HTTPStream):
 
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(cast(AppWrapper, _Offering(app)), *args, **kwargs)
+        self.held: Response | None = None  # a response's head kept for the span that follows it
 
     async def app_send(self, message: Any) -> None:
         if message is not None and self.closed:
@@ -126,14 +148,26 @@ class ZeroCopyHTTPStream(HTTPStream):
             # sends: h11, which counted a whole span before it was sent, would then take the response for
             # complete and keep the dead connection for the next request until keep-alive ran out.
             return
-        if message is None or message.get("type") != ZEROCOPY or self.state != ASGIHTTPState.RESPONSE:
+        kind = None if message is None else message.get("type")
+        if kind == "http.response.start" and message.get("zerocopy") and self.state == ASGIHTTPState.REQUEST:
+            self.response = message
+            headers = build_and_validate_headers(message.get("headers", []))
+            self.held = Response(stream_id=self.stream_id, headers=headers, status_code=int(message["status"]))
+            self.state = ASGIHTTPState.RESPONSE
+            return
+        held, self.held = self.held, None
+        if kind != ZEROCOPY or self.state != ASGIHTTPState.RESPONSE:
+            if held is not None:
+                await self.send(held)
             await super().app_send(message)
             return
         file = message["file"]
         fd = file if isinstance(file, int) else file.fileno()
         span = FileSpan(fd, int(message.get("offset", 0)), int(message["count"]))
         if span.count and not suppress_body(self.scope["method"], int(self.response["status"])):
-            await self.send(FileBody(stream_id=self.stream_id, span=span))
+            await self.send(FileBody(stream_id=self.stream_id, span=span, head=held))
+        elif held is not None:
+            await self.send(held)
         if not message.get("more_body", False):
             await self._send_closed()
 
@@ -159,13 +193,28 @@ class ZeroCopyH11Protocol(H11Protocol):
         connection = self.connection
         assert isinstance(connection, h11.Connection)  # a WebSocket connection never has an HTTP stream
         try:
+            head = b"" if event.head is None else connection.send(self._h11_response(event.head))
             parts = connection.send_with_data_passthrough(h11.Data(data=event.span))  # type: ignore[arg-type]
         except h11.LocalProtocolError:
             if connection.their_state != h11.ERROR:
                 raise
             return
+        before: list[bytes] = []  # framing ahead of the span (a chunk's size line) goes with the head
         for part in parts or ():
-            await self.send(RawFile(part) if isinstance(part, FileSpan) else RawData(data=part))
+            if isinstance(part, FileSpan):
+                await self.send(RawFile(part, head + b"".join(before)))
+                head, before = b"", []
+            elif head or before:
+                before.append(part)
+            else:
+                await self.send(RawData(data=part))
+
+    def _h11_response(self, response: Response) -> h11.Response:
+        """What Hypercorn's own ``stream_send`` makes of a final response's head."""
+        headers = list(chain(response.headers, self.config.response_headers("h11")))
+        if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+            headers.append((b"connection", b"close"))
+        return h11.Response(headers=headers, status_code=response.status_code)
 
 
 def read_rest(span: FileSpan, done: int, piece: int = 1 << 20) -> Any:
