@@ -173,7 +173,7 @@ def hypercorn_config(listen: tuple[str, int], limits: ConnectionLimits | None = 
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("medianode.http")
     hyper.graceful_timeout = 5.0
-    hyper.keep_alive_timeout = 75.0
+    hyper.keep_alive_timeout = hyper.limits.keep_alive_timeout
     hyper.h11_max_incomplete_size = 64 * 1024
     # Hypercorn queues up to this many body messages for an app that is busy; with 1 MiB reads
     # (connections.RECEIVE_SIZE) its default of 10 was 10 MiB per upload, 40 MiB for a multipart

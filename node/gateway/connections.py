@@ -49,6 +49,10 @@ The Hypercorn 0.18 faults (trio worker, HTTP/1.1):
   has read what is ahead of it), empties the channel when the application returns and drops what comes
   after.
 
+Not a fault but a cost: Hypercorn's keep-alive timer spawned a task (``nursery.start``, a trip through the
+scheduler) each time a request ended and cancelled it when the next began; :class:`KeepAlive` is one task
+per connection whose deadline moves (one process serving 1 MiB ranges: ~1,050 -> ~1,400 requests/s).
+
 Hypercorn builds its ``TCPServer`` by name inside ``hypercorn.trio.run``, and the ``TaskGroup`` of a
 connection by name inside ``hypercorn.trio.tcp_server``; :func:`serve` puts the subclasses there (the
 server behaves as Hypercorn's own for a config that is not a :class:`GuardedConfig`).
@@ -101,6 +105,7 @@ App = Callable[..., Awaitable[None]]  # an ASGI app (the gateway's is typed with
 HEADER_TIMEOUT = 30.0  # seconds from a request's first byte to the end of its headers
 BODY_IDLE_TIMEOUT = 60.0  # seconds a gateway request body may pause; the S3 listener's own bound is the same
 SEND_IDLE_TIMEOUT = 120.0  # seconds a response may wait on a client that does not read
+KEEP_ALIVE_TIMEOUT = 75.0  # seconds an idle connection waits for its next request (beyond common proxies' 60 s)
 CONNECTIONS_PER_IP = 64  # concurrent connections per client address per listener (benchmarks use 32)
 # The send-idle bound restarts after each slice, so it is about progress (2 KiB/s at the default is below
 # any real link), not speed; 64 KiB slices cost a third of a full GET's throughput on loopback, 256 KiB nothing.
@@ -117,6 +122,7 @@ ENVIRONMENT = {
     "header_timeout": "MEDIANODE_HEADER_TIMEOUT",
     "body_idle_timeout": "MEDIANODE_BODY_IDLE_TIMEOUT",
     "send_idle_timeout": "MEDIANODE_SEND_IDLE_TIMEOUT",
+    "keep_alive_timeout": "MEDIANODE_KEEP_ALIVE_TIMEOUT",
     "per_ip": "MEDIANODE_CONNECTIONS_PER_IP",
 }
 
@@ -135,16 +141,18 @@ class ConnectionLimits:
     header_timeout: float = HEADER_TIMEOUT
     body_idle_timeout: float = BODY_IDLE_TIMEOUT
     send_idle_timeout: float = SEND_IDLE_TIMEOUT
+    keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT
     per_ip: int = CONNECTIONS_PER_IP
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> ConnectionLimits:
         """The defaults, with ``MEDIANODE_HEADER_TIMEOUT``, ``MEDIANODE_BODY_IDLE_TIMEOUT``,
-        ``MEDIANODE_SEND_IDLE_TIMEOUT`` (seconds) and ``MEDIANODE_CONNECTIONS_PER_IP`` where set."""
+        ``MEDIANODE_SEND_IDLE_TIMEOUT``, ``MEDIANODE_KEEP_ALIVE_TIMEOUT`` (seconds) and
+        ``MEDIANODE_CONNECTIONS_PER_IP`` where set."""
         defaults = cls()
         seconds = {
             field: _seconds(environ, ENVIRONMENT[field], getattr(defaults, field))
-            for field in ("header_timeout", "body_idle_timeout", "send_idle_timeout")
+            for field in ("header_timeout", "body_idle_timeout", "send_idle_timeout", "keep_alive_timeout")
         }
         return cls(**seconds, per_ip=_count(environ, ENVIRONMENT["per_ip"], defaults.per_ip))
 
@@ -393,6 +401,52 @@ class GuardedTaskGroup(TaskGroup):
         return put
 
 
+class KeepAlive:
+    """A connection's keep-alive timer, in place of Hypercorn's: one task for the connection's life that
+    closes it when it has waited ``timeout`` seconds for a request, or as soon as it is idle once the
+    server is stopping (see the module's doc). A request's start and end only move a deadline; Hypercorn
+    calls :meth:`restart` and :meth:`stop` as it did on its own timer."""
+
+    def __init__(self, timeout: float, terminated: Any, close: Callable[[], Awaitable[None]]) -> None:
+        self.timeout = timeout
+        self.terminated = terminated  # Hypercorn's context.terminated: set when the server stops
+        self.close = close
+        self.idle = False
+        self.deadline = math.inf
+        self._scope: trio.CancelScope | None = None
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        """The connection waits for its next request (Hypercorn's arguments are not needed)."""
+        self.idle = True
+        self.deadline = trio.current_time() + self.timeout
+        if self._scope is not None:
+            if self.terminated.is_set():
+                self._scope.cancel()  # stopping: an idle connection closes now
+            else:
+                self._scope.deadline = self.deadline
+
+    async def stop(self) -> None:
+        """A request is in progress: no timeout."""
+        self.idle = False
+        self.deadline = math.inf
+        if self._scope is not None:
+            self._scope.deadline = math.inf
+
+    async def watch(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self.deadline) as scope:
+                self._scope = scope
+                if self.terminated.is_set():
+                    await trio.sleep_forever()  # busy while stopping: until the request ends (restart)
+                else:
+                    await self.terminated.wait()
+            self._scope = None
+            if self.idle and (self.terminated.is_set() or trio.current_time() >= self.deadline):
+                break
+        with trio.CancelScope(shield=True):
+            await self.close()
+
+
 class GuardedTCPServer(TCPServer):
     """Hypercorn's connection handler with the bounds of a :class:`GuardedConfig` and the two faults
     (see the module's doc) worked around; for any other config it is Hypercorn's own."""
@@ -416,6 +470,10 @@ class GuardedTCPServer(TCPServer):
             self.tracked = TrackedApp(app, self._release_if_done)
             app = self.tracked
         super().__init__(app, config, context, state, stream)
+        self.keep_alive: KeepAlive | None = None
+        if self.guarded is not None:
+            self.keep_alive = KeepAlive(config.keep_alive_timeout, self.context.terminated, self._initiate_server_close)
+            self.idle_task = cast(Any, self.keep_alive)
 
     async def run(self) -> None:
         if self.guarded is None or not isinstance(self.config, GuardedConfig):
@@ -444,6 +502,8 @@ class GuardedTCPServer(TCPServer):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._close_when_cancelled)
                     nursery.start_soon(self._release_when_closed)
+                    if self.keep_alive is not None:
+                        nursery.start_soon(self.keep_alive.watch)
                     await super().run()
                     nursery.cancel_scope.cancel()
         except* Exception as errors:

@@ -349,6 +349,40 @@ def test_bodies_the_client_cuts_leave_no_descriptor_open(tmp_path: Path) -> None
         assert server.stop() == 0
 
 
+def test_an_idle_connection_closes_after_the_keep_alive_bound_and_a_busy_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tried, with the keep-alive bound at 1 s: a connection that asks again every 0.4 s for 3 s keeps
+    being answered on the same socket (each request moves the deadline), then, left idle, is closed by
+    the server (EOF) within a few seconds; with SIGTERM, an idle connection closes and serve exits 0."""
+    monkeypatch.setenv("MEDIANODE_KEEP_ALIVE_TIMEOUT", "1")
+    server = Served(tmp_path / "node")
+    try:
+        with connect(server.url) as sock:
+            began = time.monotonic()
+            while time.monotonic() - began < 3:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += sock.recv(65536)
+                status, headers, body = split(head)
+                assert status.split()[1] == "200"
+                while len(body) < int(headers["content-length"]):
+                    body += sock.recv(65536)
+                answered = time.monotonic()
+                time.sleep(0.4)
+            assert read_to_eof(sock, 10) == b""
+            assert time.monotonic() - answered >= 0.9  # idle from the last answer: not closed before the bound
+        with connect(server.url) as idle:
+            idle.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(12) == b"HTTP/1.1 200"
+            server.proc.send_signal(signal.SIGTERM)
+            read_to_eof(idle, GRACEFUL + 1)
+        assert server.proc.wait(timeout=GRACEFUL + 1) == 0
+    finally:
+        server.stop()
+
+
 def test_sigterm_stops_serve_with_a_reader_that_stalled(tmp_path: Path) -> None:
     """Tried: a 32 MiB response to a client with a 4 KiB receive buffer that reads its headers and then
     nothing. Before, Hypercorn's shielded send kept it (and serve) alive after SIGTERM; now serve ends
