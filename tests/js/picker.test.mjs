@@ -203,6 +203,13 @@ test("before the hub has said who watches, no piece counts as nobody's: HTTP wai
   assert.deepEqual(kinds(picker.plan(10000 - LEAD, view)), ["http:-:0"]);
 });
 
+test("fetchBefore: pieces due later are not asked for yet, from peers or HTTP", () => {
+  const picker = withPeers(3, ["a"], [0, 1, 2]);
+  const view = { playIndex: 0, deadline: (i) => i * 1500, fetchBefore: 2000 };
+  assert.deepEqual(kinds(picker.plan(0, view)), ["http:-:0", "request:a:1"]);
+  assert.deepEqual(picker.plan(10, { ...view, deadline: () => Infinity }), []);
+});
+
 test("prefetch: only pieces before wantBefore are fetched, from peers, and HTTP only once the swipe is near", () => {
   const picker = withPeers(6, ["a"], [0, 1]);
   const swipeAt = 8000;

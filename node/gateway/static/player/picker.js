@@ -164,7 +164,8 @@ export class Picker {
   // view: {playIndex: where play order starts, deadline(i) -> ms|Infinity, wantBefore: pieces at or past it
   //        are not fetched at all (default: all are), httpAllowed: false keeps HTTP to what is due now,
   //        extraLead: ms added to HTTP's lead (a player with no peers to wait for fetches further ahead),
-  //        peersKnown: false while the hub has not said who watches (no piece counts as nobody's yet)}
+  //        peersKnown: false while the hub has not said who watches (no piece counts as nobody's yet),
+  //        fetchBefore: a time: pieces due later are not asked for at all yet}
   plan(now, view) {
     const actions = [];
     const wantBefore = Math.min(this.count, view.wantBefore ?? this.count);
@@ -182,6 +183,7 @@ export class Picker {
       const index = n < wantBefore - start ? start + n : n - (wantBefore - start);
       if (this.have[index]) continue;
       const deadline = view.deadline ? view.deadline(index) : Infinity;
+      if (view.fetchBefore !== undefined && deadline > view.fetchBefore && !this.inflight.has(index)) continue;
       const dueNow = deadline <= now;
       const httpTime = deadline - this.httpLead() - extraLead <= now; // HTTP must start now or be late
       // A piece no peer has goes AHEAD_OF_SWARM earlier: viewers just behind this one then take it from

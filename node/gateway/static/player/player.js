@@ -16,6 +16,7 @@ const TRACE_ENTRIES = 4000;
 const BUFFER_LOW = 0.5; // s buffered ahead of the play position below which a waiting element is starved
 const FIRST_FRAME_WAIT = 2000; // ms without a first frame after which the element may buffer BUFFER_FIRST s over HTTP
 const BUFFER_FIRST = 3.0; // s
+const FIRST_FRAME_AHEAD = 1500; // ms
 const HTTP_ONLY_AHEAD = 3000; // ms further ahead HTTP fetches when there are no peers to wait for (P2P off)
 
 export class Clip {
@@ -39,6 +40,7 @@ export class Clip {
     this.closed = false;
     this.holdHttpUntil = 0;
     this.prefetchPlan = null; // {at, seconds, duration} while the feed prefetches this clip
+    this.held = false; // see hold()
     this.abort = new AbortController();
     this.firstFrame = new Promise((resolve) => (this._framed = resolve)); // resolves when attached and shown
     this.trace = []; // HTTP pieces and why: {t, i, reason}
@@ -135,6 +137,18 @@ export class Clip {
   // viewer is expected to swipe to it), from peers, and over HTTP only once that time is near.
   prefetch(at, seconds, duration) {
     this.prefetchPlan = { at, seconds, duration };
+    this.held = false;
+    this._plan();
+  }
+
+  // Fetch nothing more for now (seed what is here): the feed holds every clip but the one on screen
+  // until that one shows its first frame, and keeps the clips behind held.
+  hold() {
+    this.held = true;
+  }
+
+  resume() {
+    this.held = false;
     this._plan();
   }
 
@@ -208,7 +222,12 @@ export class Clip {
   // What the picker needs by when: see picker.js. With P2P off nothing is worth waiting for: HTTP fetches
   // HTTP_ONLY_AHEAD further ahead, which keeps more buffered.
   _view(now) {
+    if (this.held) return { playIndex: 0, wantBefore: 0, deadline: () => Infinity };
     const view = this._deadlines(now);
+    // Until the element shows its first frame it is given only what it needs within FIRST_FRAME_AHEAD:
+    // a clip that comes on screen with peers connected (the feed's) would otherwise take pieces from them
+    // in bulk, and receiving them made the first frame measurably later.
+    if (this.video && this.stats.firstFrameAt === null) view.fetchBefore = now + FIRST_FRAME_AHEAD;
     if (!this.p2p) return { ...view, extraLead: HTTP_ONLY_AHEAD };
     return { ...view, peersKnown: this.swarm !== null && this.swarm.myId !== null };
   }
