@@ -114,11 +114,22 @@ def interleave(src: Path, dst: Path) -> Path:
     return dst
 
 
+# Each viewer stands for a person at an address of their own: the node's per-address bounds (HTTP connections,
+# hub sockets and joins) would otherwise count every browser of the benchmark as one client on 127.0.0.1.
+ONE_PERSON_PER_VIEWER = {
+    "MEDIANODE_CONNECTIONS_PER_IP": "4096",
+    "MEDIANODE_HUB_SOCKETS_PER_IP": "4096",
+    "MEDIANODE_HUB_JOIN_BURST": "100000",
+    "MEDIANODE_HUB_JOINS_PER_MINUTE": "100000",
+}
+
+
 def serve(data: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         medianode(data, "serve", "--gateway", "127.0.0.1:0", "--no-s3", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht",
                   "--workers", "1", "--no-mdns", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        env={**os.environ, **ONE_PERSON_PER_VIEWER},
     )  # fmt: skip
     assert proc.stdout is not None
     return proc, json.loads(proc.stdout.readline())["gateway"]

@@ -48,10 +48,12 @@ other, within those bounds).
 from __future__ import annotations
 
 import ipaddress
+import math
+import os
 import random
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -94,6 +96,32 @@ class HubLimits:
     stats_burst: float = STATS_BURST
     transfers_per_viewer: int = 256  # pair records one viewer can be party to; claims past that count nothing
     seen_entries: int = 200_000  # (CID, address) pairs kept for viewers_seen; the oldest go first past that
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> HubLimits:
+        """The defaults, with the per-address bounds from ``MEDIANODE_HUB_SOCKETS_PER_IP``,
+        ``MEDIANODE_HUB_JOIN_BURST`` and ``MEDIANODE_HUB_JOINS_PER_MINUTE`` where set: a node behind a
+        reverse proxy sees every viewer at one address, and so do benchmarks of many browsers on loopback."""
+        defaults = cls()
+        sockets = _positive(environ, "MEDIANODE_HUB_SOCKETS_PER_IP", defaults.sockets_per_ip)
+        burst = _positive(environ, "MEDIANODE_HUB_JOIN_BURST", defaults.join_burst)
+        per_minute = _positive(environ, "MEDIANODE_HUB_JOINS_PER_MINUTE", defaults.joins_per_minute)
+        if sockets != int(sockets):
+            raise ValueError(f"MEDIANODE_HUB_SOCKETS_PER_IP must be a whole number, got {sockets}")
+        return cls(sockets_per_ip=int(sockets), join_burst=burst, joins_per_minute=per_minute)
+
+
+def _positive(environ: Mapping[str, str], variable: str, default: float) -> float:
+    text = environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{variable} must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{variable} must be above 0, got {text!r}")
+    return value
 
 
 class Refused(Exception):
@@ -239,7 +267,7 @@ class SwarmTotals:
 class ViewerHub:
     def __init__(self, ice_servers: list[str], limits: HubLimits | None = None) -> None:
         self.ice_servers = ice_servers
-        self.limits = limits or HubLimits()
+        self.limits = limits or HubLimits.from_environ()
         self.swarms: dict[CID, Swarm] = {}
         self.totals: dict[CID, SwarmTotals] = defaultdict(SwarmTotals)
         self.overall = SwarmTotals()  # all CIDs, for /metrics
