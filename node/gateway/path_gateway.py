@@ -13,12 +13,13 @@ a range costs the blocks under it and the event loop never waits on disk.
 
 from __future__ import annotations
 
+import functools
 import html
 import io
 import logging
 import urllib.parse
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,7 +33,6 @@ from ..storage.car import encode_header, write_block
 from ..storage.cid import CID, DAG_PB, RAW, encode_varint
 from ..storage.dagpb import DagPBError
 from ..storage.errors import BlockNotFound, CorruptBlock
-from ..storage.reads import PackSpan
 from ..storage.store import BlockStore
 from ..storage.unixfs import NodeType, UnixFSError, decode_unixfs
 from .http import (
@@ -48,8 +48,8 @@ from .mediatype import SNIFF_BYTES, sniff
 from .metrics import Metrics
 from .ranges import RangeError, parse_range
 from .settings import GatewaySettings
+from .spans import can_send_spans, spans_response
 from .trustless import EntityBytes, TrustlessParamError, car_blocks
-from .zerocopy import ZEROCOPY
 
 log = logging.getLogger("medianode.gateway")
 
@@ -67,7 +67,6 @@ FETCH_DEADLINE = 30.0  # seconds a request waits on the swarm before a 504
 IPFS_PREFIX = "/ipfs/"
 PIECE = 4 * 1024 * 1024  # bytes per trip to the worker thread when streaming
 SMALL_BODY = 4 * 1024 * 1024  # responses up to this size are read in one trip and sent whole
-ZEROCOPY_MIN = 64 * 1024  # bytes from which a body is sent from the pack file rather than read into Python
 DESCRIBED_CACHE = 4096
 STREAM_WINDOW = 16 * 1024 * 1024  # bytes of a large response fetched from the swarm at a time
 # Accept values that name IPLD response formats we do not produce.
@@ -377,15 +376,13 @@ class Gateway:
                 self.swarm.fetch_in_background(cid)
             elif self.settings.read_ahead and start + length < size:
                 self.swarm.fetch_in_background(cid, start + length, self.settings.read_ahead)
-        if ZEROCOPY in request.scope.get("extensions", {}) and not partial and length >= ZEROCOPY_MIN:
+        if not partial and can_send_spans(request.scope, length):
             # Runs of pack bytes go from the page cache to the socket (node/gateway/zerocopy.py); the
             # first batch is planned here, so a block that cannot be read is still a status, not a cut.
-            ready = None if self.store.touch_due(resolved.root) else self.store.spans_if_ready(cid, start, length)
-            if ready is not None:  # a hot range: planned from memory, no trip to a thread
-                return SpansResponse(self, list[bytes | PackSpan](ready), None, status, headers, media_type)
-            spans = self.store.read_spans(cid, start, length)
-            first, done = await self.run_sync(_take_spans, spans, lambda: self.store.touch(resolved.root))
-            return SpansResponse(self, first, None if done else spans, status, headers, media_type)
+            touch = functools.partial(self.store.touch, resolved.root)
+            stamped = not self.store.touch_due(resolved.root)  # else the stamp is due, on the planning thread
+            return await spans_response(self.store, cid, start, length, status, headers, media_type,
+                                        self.metrics.bytes_served, stamped, touch)  # fmt: skip
         if length <= SMALL_BODY:
             # One trip to the worker thread and a plain response: what a player's seek costs.
             body = await self.run_sync(self._read_small, cid, resolved.root, start, length)
@@ -452,82 +449,6 @@ class Gateway:
         if request.method == "HEAD":
             return Response(headers=headers, media_type="text/html; charset=utf-8")
         return Response(body, headers=headers, media_type="text/html; charset=utf-8")
-
-
-class SpansResponse(Response):
-    """A file's bytes as the store planned them: pack runs sent with ``zerocopysend``, the rest as bodies.
-    Every span's descriptor is closed once sent, or when the response ends early."""
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        first: list[bytes | PackSpan],
-        rest: Iterator[bytes | PackSpan] | None,
-        status: int,
-        headers: dict[str, str],
-        media_type: str,
-    ) -> None:
-        super().__init__(status_code=status, headers=headers, media_type=media_type)
-        self.gateway = gateway
-        self.first = first
-        self.rest = rest
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        batch, rest, served = self.first, self.rest, self.gateway.metrics.bytes_served
-        try:
-            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            # A span comes first: the head goes out with it (node/gateway/zerocopy.py).
-            await send({**start, "zerocopy": True} if batch and isinstance(batch[0], PackSpan) else start)
-            while True:
-                while batch:
-                    item = batch[0]
-                    if isinstance(item, PackSpan):
-                        message = {"type": ZEROCOPY, "file": item.fd, "offset": item.offset, "count": item.length}
-                        await send({**message, "more_body": True})
-                        item.close()
-                        served.inc(item.length)
-                    else:
-                        await send({"type": "http.response.body", "body": item, "more_body": True})
-                        served.inc(len(item))
-                    batch.pop(0)
-                if rest is None:
-                    break
-                batch, done = await self.gateway.run_sync(_take_spans, rest, None)
-                rest = None if done else rest
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            _close_spans(batch)
-
-
-SPANS_BATCH = 64  # spans planned per trip to the worker thread
-
-
-def _take_spans(
-    spans: Iterator[bytes | PackSpan], before: Callable[[], None] | None
-) -> tuple[list[bytes | PackSpan], bool]:
-    """The next spans, up to PIECE bytes held in memory or SPANS_BATCH spans: (them, whether that is
-    all). ``before`` runs first in the same trip to the thread (the LRU stamp)."""
-    taken: list[bytes | PackSpan] = []
-    held = 0
-    try:
-        if before is not None:
-            before()
-        while held < PIECE and len(taken) < SPANS_BATCH:
-            item = next(spans, None)
-            if item is None:
-                return taken, True
-            taken.append(item)
-            held += 0 if isinstance(item, PackSpan) else len(item)
-    except BaseException:
-        _close_spans(taken)
-        raise
-    return taken, False
-
-
-def _close_spans(items: list[bytes | PackSpan]) -> None:
-    for item in items:
-        if isinstance(item, PackSpan):
-            item.close()
 
 
 CAR_BATCH = 256 * 1024  # bytes of CAR encoded per trip to the worker thread

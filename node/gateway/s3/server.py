@@ -39,6 +39,7 @@ from starlette.types import Receive, Scope, Send
 from ...storage.errors import StoreError
 from ...storage.store import BlockStore
 from ..ranges import RangeError, parse_range
+from ..spans import can_send_spans, spans_response
 from ..stages import FEED_BATCH
 from . import etag as etags
 from . import listing, names, sigv4, xml
@@ -381,7 +382,7 @@ class S3App:
             headers["Content-Length"] = str(length)
             if call.method == "HEAD":
                 return Response(status_code=206, headers=headers)
-            return StreamingResponse(self.read(record, start, length), status_code=206, headers=headers)
+            return await self.object_body(call, record, start, length, 206, headers)
         try:
             byte_range = parse_range(call.header("range"), record.size)
         except RangeError as exc:
@@ -395,10 +396,19 @@ class S3App:
         headers["Content-Length"] = str(length)
         if call.method == "HEAD":
             return Response(status_code=status_code, headers=headers)
+        return await self.object_body(call, record, start, length, status_code, headers)
+
+    async def object_body(
+        self, call: Call, record: ObjectRecord, start: int, length: int, status: int, headers: dict[str, str]
+    ) -> Response:
+        """The object's bytes [start, start+length): sent from the pack files where the connection allows
+        (node/gateway/spans.py), else read a piece at a time on a worker thread."""
+        if can_send_spans(call.request.scope, length):
+            return await spans_response(self.store, record.cid, start, length, status, headers)
         if length <= PIECE:  # a player's seek: one trip to the worker thread and a plain response
             body = await trio.to_thread.run_sync(lambda: b"".join(self.store.read_range(record.cid, start, length)))
-            return Response(body, status_code=status_code, headers=headers)
-        return StreamingResponse(self.read(record, start, length), status_code=status_code, headers=headers)
+            return Response(body, status_code=status, headers=headers)
+        return StreamingResponse(self.read(record, start, length), status_code=status, headers=headers)
 
     async def read(self, record: ObjectRecord, start: int, length: int) -> AsyncIterator[bytes]:
         pieces = self.store.read_range(record.cid, start, length, piece_size=PIECE)
