@@ -15,7 +15,8 @@ export class ViewerSwarm {
   // hooks: {picker, pieceSize(i), getPiece(i) -> Uint8Array|null,
   //         acceptPiece(i, bytes, peer) -> Promise<"kept"|"duplicate"|"bad">, changed(), welcomed()}:
   //         acceptPiece verifies and keeps a piece ("duplicate": verified, but already held); changed() is
-  //         told when peers come or go, welcomed() when the hub has said who else watches.
+  //         told when peers come or go, welcomed() when the hub has said who else watches;
+  //         maxOffers (optional): connections this page offers, at most (it still answers others' offers).
   constructor(gateway, cid, count, hooks) {
     this.url = gateway.replace(/^http/, "ws") + `/api/v1/swarm/${cid}`;
     this.count = count;
@@ -178,7 +179,7 @@ export class ViewerSwarm {
     }
     for (const { id, have } of peers || []) {
       if (id === this.myId || this.connections.has(id) || this.dropped.has(id)) continue;
-      if (this.connections.size >= wire.max_peer_connections) break;
+      if (this.connections.size >= (this.hooks.maxOffers ?? wire.max_peer_connections)) break;
       const c = this._connection(id, true);
       this._hint(id, have);
       this._offer(c).catch(() => this._close(id));

@@ -20,7 +20,12 @@ const FIRST_FRAME_AHEAD = 1500; // ms
 const HTTP_ONLY_AHEAD = 3000; // ms further ahead HTTP fetches when there are no peers to wait for (P2P off)
 
 export class Clip {
-  constructor({ gateway, cid, p2p }) {
+  // lookahead (ms, optional): fetch no piece due later than that ahead of now, and none that nothing waits
+  // for; peers (optional): offer connections to at most that many. The feed sets both: a page in three
+  // swarms at once, each taking every piece it could at once, took more CPU than the machine had.
+  constructor({ gateway, cid, p2p, lookahead = null, peers = null }) {
+    this.lookahead = lookahead;
+    this.maxOffers = peers;
     this.gateway = gateway;
     this.cid = cid;
     this.p2p = p2p;
@@ -104,14 +109,18 @@ export class Clip {
   setP2P(on) {
     if (on === this.p2p || this.closed) return;
     this.p2p = on;
-    if (!on && this.swarm) {
-      this.swarm.close();
-      this.httpReported += this.swarm.reportedHttp;
-      this.sentBefore += sumOf(this.swarm.sent);
-      this.swarm = null;
-    } else if (on && this.picker) {
-      this._share();
-    }
+    if (!on) this.leave();
+    else if (this.picker) this._share();
+  }
+
+  // Leave the clip's swarm (keeping what is verified here): the feed's clips behind the one on screen.
+  leave() {
+    clearTimeout(this.connectTimer);
+    if (!this.swarm) return;
+    this.swarm.close();
+    this.httpReported += this.swarm.reportedHttp;
+    this.sentBefore += sumOf(this.swarm.sent);
+    this.swarm = null;
   }
 
   _join() {
@@ -160,6 +169,7 @@ export class Clip {
 
   _startSwarm() {
     this.swarm = new ViewerSwarm(this.gateway, this.cid, this.pieces.length, {
+      maxOffers: this.maxOffers ?? undefined,
       picker: this.picker,
       pieceSize: (i) => this.pieces[i].blockSize,
       getPiece: (i) => this.blocks.get(i) || null,
@@ -228,6 +238,7 @@ export class Clip {
     // a clip that comes on screen with peers connected (the feed's) would otherwise take pieces from them
     // in bulk, and receiving them made the first frame measurably later.
     if (this.video && this.stats.firstFrameAt === null) view.fetchBefore = now + FIRST_FRAME_AHEAD;
+    else if (this.lookahead !== null) view.fetchBefore = now + this.lookahead;
     if (!this.p2p) return { ...view, extraLead: HTTP_ONLY_AHEAD };
     return { ...view, peersKnown: this.swarm !== null && this.swarm.myId !== null };
   }
