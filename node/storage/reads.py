@@ -181,7 +181,8 @@ class BlockReader:
     def _planned(self, root: CID, offset: int, length: int) -> Layout:
         """The layout under [offset, offset+length), which lies in one READ_WINDOW-aligned window: the
         whole file's when that is cached, else the window's, read once and cached while its blocks stay
-        where they are. A player's Range requests land in windows read before, and cost no query."""
+        where they are (and only the range's while a node of the window is missing). A player's Range
+        requests land in windows read before, and cost no query."""
         key = bytes(root.to_v1())
         window = (key, offset // READ_WINDOW)
         with self._index.lock:
@@ -193,7 +194,12 @@ class BlockReader:
             if hit is not None and hit[0] == generation:
                 self._window_layouts.move_to_end(window)
                 return hit[1], hit[2]
-        file_layout, locations = self.range_layout(root, window[1] * READ_WINDOW, READ_WINDOW)
+        try:
+            file_layout, locations = self.range_layout(root, window[1] * READ_WINDOW, READ_WINDOW)
+        except BlockNotFound:
+            # A node of the window is not here (a file still arriving from peers): plan only the range, so
+            # a seek costs the nodes over it and the caller fetches just those.
+            return self.range_layout(root, offset, length)
         if all(where is not None for where in locations):  # a block still to come would leave it stale
             with self._index.lock:
                 old = self._window_layouts.pop(window, None)
