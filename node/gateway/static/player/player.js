@@ -17,6 +17,10 @@ const BUFFER_LOW = 0.5; // s buffered ahead of the play position below which a w
 const FIRST_FRAME_WAIT = 2000; // ms without a first frame after which the element may buffer BUFFER_FIRST s over HTTP
 const BUFFER_FIRST = 3.0; // s
 const FIRST_FRAME_AHEAD = 1500; // ms
+// ms a waiting element waits on a piece it asked for before HTTP takes it, whatever its deadline says: an
+// element that has shown its first frame but not started (autoplay waits for more data) is paused, and
+// the deadlines of a paused element never come (seen: a viewer stuck at 0:00 with 45 of 76 pieces).
+const DEMAND_PATIENCE = 1000;
 const HTTP_ONLY_AHEAD = 3000; // ms further ahead HTTP fetches when there are no peers to wait for (P2P off)
 
 export class Clip {
@@ -35,6 +39,7 @@ export class Clip {
     this.evicted = new Set();
     this.waiters = new Map(); // index -> [resolve]
     this.demanded = new Set();
+    this.demandedSince = new Map(); // index -> when the element first asked for it (Date.now())
     this.stalled = true;
     // Times are performance.now() (ms since the page started): what the page shows and benchmarks read.
     this.stats = { bytesFromPeers: 0, bytesFromHttp: 0, badPieces: 0, firstFrameAt: null, firstPeerByteAt: null,
@@ -93,7 +98,10 @@ export class Clip {
       stalled();
     });
     video.addEventListener("seeking", stalled);
-    video.addEventListener("playing", () => (this.stalled = false));
+    video.addEventListener("playing", () => {
+      this.stalled = false;
+      this.played = true; // from now on, paused means someone paused it (or the feed moved on)
+    });
     video.addEventListener("canplay", () => (this.stalled = video.readyState < HAVE_FUTURE_DATA));
   }
 
@@ -205,6 +213,7 @@ export class Clip {
     if (!block) {
       if (this.evicted.delete(piece.index)) this.picker.have[piece.index] = 0;
       this.demanded.add(piece.index);
+      if (!this.demandedSince.has(piece.index)) this.demandedSince.set(piece.index, Date.now());
       const arrived = new Promise((resolve) => {
         const list = this.waiters.get(piece.index) || [];
         list.push(resolve);
@@ -213,6 +222,7 @@ export class Clip {
       this._plan();
       block = await arrived;
       this.demanded.delete(piece.index);
+      this.demandedSince.delete(piece.index);
     }
     const data = pieceData(piece, block);
     return data.subarray(offset - piece.offset);
@@ -256,7 +266,7 @@ export class Clip {
       const wantBefore = pieceAt(this.pieces, Math.min(this.size - 1, plan.seconds / perByte)).index + 1;
       return { playIndex: 0, wantBefore, httpAllowed, deadline: (i) => plan.at + this.pieces[i].offset * perByte * 1000 };
     }
-    const playing = perByte !== null && !(video.paused && this.stats.firstFrameAt !== null);
+    const playing = perByte !== null && !(video.paused && this.played);
     const position = video.currentTime;
     const rate = video.playbackRate > 0 ? video.playbackRate : 1;
     let playIndex = 0;
@@ -271,7 +281,9 @@ export class Clip {
     const slowStart = this.stats.firstFrameAt === null && now - this.attachedAt > FIRST_FRAME_WAIT;
     const starved = perByte === null || buffered < BUFFER_LOW || (slowStart && buffered < BUFFER_FIRST);
     const deadline = (i) => {
-      if (starved && this.demanded.has(i)) return now;
+      if (this.demanded.has(i) && (starved || (waiting && now - this.demandedSince.get(i) > DEMAND_PATIENCE))) {
+        return now;
+      }
       if (!playing) return Infinity;
       const piece = this.pieces[i];
       const starts = piece.offset * perByte;
