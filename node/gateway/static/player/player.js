@@ -281,7 +281,10 @@ export class Clip {
     const slowStart = this.stats.firstFrameAt === null && now - this.attachedAt > FIRST_FRAME_WAIT;
     const starved = perByte === null || buffered < BUFFER_LOW || (slowStart && buffered < BUFFER_FIRST);
     const deadline = (i) => {
-      if (this.demanded.has(i) && (starved || (waiting && now - this.demandedSince.get(i) > DEMAND_PATIENCE))) {
+      // Until playback has started, what the element reads is what it waits on: Chromium starts an
+      // autoplay only once it has enough buffered, and slow peers kept one at 0:00 with 41 of 76 pieces.
+      const waitedOn = starved || !this.played || (waiting && now - this.demandedSince.get(i) > DEMAND_PATIENCE);
+      if (this.demanded.has(i) && waitedOn) {
         return now;
       }
       if (!playing) return Infinity;
