@@ -17,10 +17,12 @@ may close its own descriptor at any time.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import zstandard
 
@@ -41,6 +43,7 @@ READ_WINDOW = 16 * 1024 * 1024  # bytes of a file planned at a time: memory stay
 READ_PIECE = 4 * 1024 * 1024  # bytes per pread of a run
 SENDFILE_MAX = 1 << 26  # bytes per sendfile call
 
+T = TypeVar("T")
 Quarantine = Callable[[CID, bytes, str], None]
 Layout = tuple[FileLayout, list[Location | None]]
 
@@ -222,19 +225,8 @@ class BlockReader:
         """
         if length is None:
             length = self.file_size(root) - offset
-        done = 0
-        retried = False
-        while True:
-            try:
-                for piece in self._read_range_once(root, offset + done, length - done, piece_size):
-                    done += len(piece)
-                    yield piece
-                return
-            except FileNotFoundError:
-                if retried:
-                    raise
-                retried = True
-                self._forget_all(root)
+        once = functools.partial(self._read_range_once, root, piece_size=piece_size)
+        yield from self._retried(root, offset, length, once, len)
 
     def _read_range_once(self, root: CID, offset: int, length: int, piece_size: int) -> Iterator[bytes]:
         for start, size in _windows(offset, length):
@@ -252,12 +244,20 @@ class BlockReader:
         (each opened only when it is reached), and what must be decoded or verified as bytes, a piece
         of at most READ_PIECE at a time. A pack gone under a cached layout is handled as in
         :meth:`read_range`."""
+        once = functools.partial(self._read_spans_once, root)
+        yield from self._retried(root, offset, length, once, _item_length)
+
+    def _retried(
+        self, root: CID, offset: int, length: int, once: Callable[[int, int], Iterator[T]], size: Callable[[T], int]
+    ) -> Iterator[T]:
+        """``once(offset, length)``'s items; if a pack vanished under the layout (FileNotFoundError), the
+        layouts of ``root`` are dropped and the read goes on, once, from the first byte not yet given."""
         done = 0
         retried = False
         while True:
             try:
-                for item in self._read_spans_once(root, offset + done, length - done):
-                    done += item.length if isinstance(item, PackSpan) else len(item)
+                for item in once(offset + done, length - done):
+                    done += size(item)
                     yield item
                 return
             except FileNotFoundError:
@@ -376,6 +376,10 @@ class BlockReader:
                 if progress:
                     progress(len(piece))
         return done
+
+
+def _item_length(item: bytes | PackSpan) -> int:
+    return item.length if isinstance(item, PackSpan) else len(item)
 
 
 def _refuse_lying_leaves(leaves: list[Leaf], locations: list[Location | None]) -> None:
