@@ -9,10 +9,13 @@ import {
   MARGIN,
   MAX_OUTSTANDING,
   MAX_STRIKES,
+  PACE_HEADROOM,
+  PATIENCE,
   PEER_RATE,
   Picker,
   REQUEST_TIMEOUT,
   STALLED_PEER,
+  readPace,
 } from "../../node/gateway/static/player/picker.js";
 
 const SIZE = 262144;
@@ -233,4 +236,138 @@ test("an unmeasured peer is assumed at PEER_RATE; HTTP's lead follows the gatewa
   picker.plan(0, { playIndex: 0, deadline: () => 0 }); // both due now: HTTP
   picker.received(0, 1000);
   assert.ok(picker.httpLead() > HTTP_TOOK + MARGIN);
+});
+
+// What the element reads after its first frame and before playback starts: due now, but patient (player.js).
+// It may wait as long as the picker allows (PATIENCE), or until `until`.
+const patientRead = (index, until = Infinity) => ({
+  playIndex: index,
+  deadline: (i) => (i === index ? 0 : Infinity),
+  waitUntil: (i) => (i === index ? until : -Infinity),
+});
+
+test("a patient read is asked of a connected peer that has it, and HTTP is not used while it arrives in time", () => {
+  const picker = withPeers(1, ["a"], [0]);
+  assert.deepEqual(kinds(picker.plan(0, patientRead(0))), ["request:a:0"]);
+  for (let t = 50; t <= 250; t += 50) {
+    picker.progress("a", 0, t, 50000); // 1 MB/s: slower than assumed, still in time for the wait
+    assert.deepEqual(picker.plan(t, patientRead(0)), []);
+  }
+  picker.progress("a", 0, 300, SIZE - 250000);
+  picker.received(0, 300);
+  assert.deepEqual(picker.plan(300, patientRead(0)), []);
+  assert.equal(picker.httpActive, 0);
+});
+
+test("a patient read already asked of a peer that stops sending goes to HTTP within PATIENCE of being due", () => {
+  const picker = withPeers(2, ["a"], [0, 1]);
+  assert.deepEqual(kinds(picker.plan(0, never)), ["request:a:0", "request:a:1"]); // read ahead, nothing due yet
+  assert.deepEqual(picker.plan(100, patientRead(0)), []); // due from t = 100 on: the peer may still bring it
+  let t = 100;
+  let actions = [];
+  while (actions.length === 0 && t < 2000) {
+    t += 10;
+    actions = picker.plan(t, patientRead(0));
+  }
+  assert.ok(t <= 100 + PATIENCE, `went to HTTP at ${t}`);
+  assert.deepEqual(kinds(actions), ["cancel:a:0", "http:-:0"]);
+  assert.equal(actions[1].reason, "due now, waited for a peer");
+});
+
+test("a patient read no connected peer has goes to HTTP at once (a peer still connecting does not count)", () => {
+  const picker = new Picker(1);
+  picker.addPeer("a"); // the hub said a has it; its data channel is not open yet
+  picker.peerHas("a", [0]);
+  const actions = picker.plan(0, patientRead(0));
+  assert.deepEqual(kinds(actions), ["http:-:0"]);
+  assert.equal(actions[0].reason, "due now, no peer connected");
+});
+
+test("a patient read whose connected holders are all busy waits for a free slot until PATIENCE, then HTTP", () => {
+  const count = MAX_OUTSTANDING + 1;
+  const picker = withPeers(count, ["a"], [...Array(count).keys()]);
+  const ahead = { playIndex: 0, deadline: () => Infinity, wantBefore: MAX_OUTSTANDING };
+  assert.equal(picker.plan(0, ahead).length, MAX_OUTSTANDING); // a's slots are full with what is ahead
+  const read = patientRead(MAX_OUTSTANDING);
+  for (let t = 0; t < PATIENCE; t += 100) {
+    picker.progress("a", 0, t, 1000); // a keeps sending: not stalled
+    assert.deepEqual(picker.plan(t, read), []);
+  }
+  const actions = picker.plan(PATIENCE, read);
+  assert.deepEqual(kinds(actions), [`http:-:${MAX_OUTSTANDING}`]);
+  assert.equal(actions[0].reason, "due now, waited for a peer");
+});
+
+test("a slot that frees within the patience takes the patient read; a reject sends it to HTTP at once", () => {
+  const count = MAX_OUTSTANDING + 1;
+  const picker = withPeers(count, ["a"], [...Array(count).keys()]);
+  picker.plan(0, { playIndex: 0, deadline: () => Infinity, wantBefore: MAX_OUTSTANDING });
+  const read = patientRead(MAX_OUTSTANDING);
+  assert.deepEqual(picker.plan(0, read), []);
+  picker.peers.get("a").rate = 20000; // measured at 20 MB/s: with what it still owes, the read arrives in time
+  deliver(picker, "a", 0, 0, 20);
+  picker.received(0, 20);
+  assert.deepEqual(kinds(picker.plan(100, read)), [`request:a:${MAX_OUTSTANDING}`]);
+  picker.peerLacks("a", MAX_OUTSTANDING); // a no longer has it: nobody connected does
+  const actions = picker.plan(150, read);
+  assert.deepEqual(kinds(actions), [`http:-:${MAX_OUTSTANDING}`]);
+  assert.equal(actions[0].reason, "due now, no peer connected");
+});
+
+test("patience counts from when the piece first was due: asking again later does not restart it", () => {
+  const picker = withPeers(1, ["a", "b"], [0]);
+  const [asked] = picker.plan(0, patientRead(0));
+  assert.equal(asked.kind, "request");
+  const other = asked.peer === "a" ? "b" : "a";
+  picker.peerLacks(asked.peer, 0); // rejected: the other connected holder is asked
+  assert.deepEqual(kinds(picker.plan(100, patientRead(0))), [`request:${other}:0`]);
+  picker.peerLacks(other, 0);
+  picker.peerHas(other, [0]); // announced again after the wait is over: HTTP, not another wait
+  const actions = picker.plan(PATIENCE, patientRead(0));
+  assert.deepEqual(kinds(actions), ["http:-:0"]);
+  assert.equal(actions[0].reason, "due now, waited for a peer");
+});
+
+test("what is due now and not patient still goes to HTTP at once, connected holder or not", () => {
+  const picker = withPeers(1, ["a"], [0]);
+  const actions = picker.plan(0, { ...patientRead(0), waitUntil: () => -Infinity });
+  assert.deepEqual(kinds(actions), ["http:-:0"]);
+  assert.equal(actions[0].reason, "due now");
+});
+
+test("a read given less time than PATIENCE waits only that long; one given none goes to HTTP at once", () => {
+  const picker = withPeers(2, ["a"], [0, 1]);
+  picker.plan(0, never); // both asked of a, which then sends nothing
+  const until = 400;
+  assert.ok(until < PATIENCE);
+  assert.deepEqual(picker.plan(10, patientRead(0, until)), []); // a may still bring it by then
+  let t = 10;
+  let actions = [];
+  while (actions.length === 0 && t < PATIENCE) {
+    t += 10;
+    actions = picker.plan(t, patientRead(0, until));
+  }
+  assert.ok(t <= until, `went to HTTP at ${t}`);
+  assert.deepEqual(kinds(actions), ["cancel:a:0", "http:-:0"]);
+  assert.equal(actions[1].reason, "due now, waited for a peer");
+  const other = withPeers(1, ["b"], [0]); // b is connected and has it, but the read's time was up already
+  const none = other.plan(t, patientRead(0, t - 1));
+  assert.deepEqual(kinds(none), ["http:-:0"]);
+  assert.equal(none[0].reason, "due now, no time to wait");
+});
+
+test("readPace: reads that keep ahead of the pace the autoplay needs bank time to wait; slow ones get none", () => {
+  // 10 MB left to read, 10 s of playback left: the reads must keep PACE_HEADROOM x 1 MB/s = 1,500 bytes/ms.
+  const clip = { since: 0, piece: SIZE, unread: 10e6, remaining: 10000, httpTook: 100 };
+  const rate = (PACE_HEADROOM * clip.unread) / clip.remaining;
+  // Ten pieces read at once (they were here): the next may arrive by (11 pieces at that rate) - HTTP's time.
+  const banked = readPace({ ...clip, now: 200, read: 10 * SIZE });
+  assert.equal(banked, (11 * SIZE) / rate - 100);
+  assert.ok(banked - 200 > PATIENCE); // more than the picker lets a read wait anyway
+  // The same ten pieces read slowly, over 3 s: nothing left to wait with.
+  assert.ok(readPace({ ...clip, now: 3000, read: 10 * SIZE }) < 3000);
+  // A 16 Mbit/s clip (2 MB/s) at its first frame: a piece at the pace is 87 ms, less than HTTP takes.
+  assert.ok(readPace({ ...clip, now: 0, read: 0, unread: 20e6 }) < 0);
+  // Nothing left to read (or to play): the picker's own bound applies.
+  assert.equal(readPace({ ...clip, now: 50, read: 0, unread: 0 }), 50 + PATIENCE);
 });
