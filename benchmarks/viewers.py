@@ -60,7 +60,10 @@ STATE = """() => {
   const s = window.medianodeWatch, v = document.getElementById('video'), c = s && s.clip;
   return {error: s && s.error, ended: v.ended, t: v.currentTime, mediaError: v.error && v.error.code,
           stats: c ? c.stats : null, verified: c ? c.verifiedPieces() : 0, trace: c ? c.trace : [],
-          pieces: c && c.pieces ? c.pieces.length : -1};
+          pieces: c && c.pieces ? c.pieces.length : -1,
+          swarm: c && c.swarm ? {rejects: c.swarm.rejects, dropped: c.swarm.dropped.size,
+                                 struck: [...c.picker.peers.values()].filter((p) => p.strikes >= 3).length,
+                                 known: c.picker.peers.size} : null};
 }"""
 HTTP_REFERENCE = """async (url) => {
   const start = performance.now();
@@ -173,7 +176,9 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
         print(f"   {i + 1:>6}  {p / 1e6:>13.1f}  {h / 1e6:>12.1f}  {p / max(1, p + h):>9.0%}  {stalls:>6}   "
               f"HTTP pieces: {why}")  # fmt: skip
         if TRACE:
-            print(f"          first frame at {s.get('firstFrameAt')} ms")
+            sw = state.get("swarm") or {}
+            known = f"known {sw.get('known')}, struck out {sw.get('struck')}, dropped {sw.get('dropped')}"
+            print(f"          first frame at {s.get('firstFrameAt')} ms; peers {known}; rejects {sw.get('rejects')}")
             for e in state.get("trace", []):
                 ahead = "-" if e.get("ahead") is None else f"{e['ahead']:+.2f}s"
                 print(f"          t={e['t']} piece {e['i']} {e['reason']}: {ahead} ahead of playback, readyState "

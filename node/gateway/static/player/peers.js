@@ -40,6 +40,7 @@ export class ViewerSwarm {
     this.timer = null;
     this.connecting = false;
     this.held = []; // introductions waiting for connect()
+    this.rejects = 0; // requests peers refused (not held, or busy), for benchmarks' traces
   }
 
   start() {
@@ -334,6 +335,7 @@ export class ViewerSwarm {
         if (c.sending && c.sending.index === index) c.sending = null;
         return;
       case "reject":
+        this.rejects++;
         if (c.incoming.delete(index)) this.picker.peerLacks(c.id, index);
         return;
       case "piece":
