@@ -176,6 +176,44 @@ def test_feed_plays_the_newest_clip_and_prefetches_the_next_from_peers(browser, 
         page.context.close()
 
 
+def test_feed_swipes_made_before_the_last_one_was_reported_are_not_lost(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two swipes in a row land two clips on, even when the second comes before the feed has reported the first
+    (its IntersectionObserver reported a slide up to 1.1 s late on a busy machine): the second step counts from
+    the slide being scrolled to, not from the one still on record."""
+    node = Node(tmp_path / "node")
+    files = [make_demo_clip(tmp_path / f"clip{k}.mp4", 2, 400) for k in range(3)]
+    for file in files:
+        node.ok("add", str(file), "--json")
+    served = Served(tmp_path / "node", args=("--no-dht",))
+    try:
+        feed = open_viewer(browser, f"{served.url}/watch/feed?p2p=0")
+        feed.wait_for_function(
+            "() => window.medianodeFeed.index === 0 && document.querySelectorAll('section video')[0].currentTime > 0",
+            timeout=30_000,
+        )
+        # Both key presses in one task: the observer cannot report the first slide before the second press.
+        feed.evaluate("""() => {
+          for (let k = 0; k < 2; k++) document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown'}));
+        }""")
+        third = "document.querySelectorAll('section video')[2]"
+        feed.wait_for_function(
+            f"() => window.medianodeFeed.index === 2 && {third}.currentTime > 0",
+            timeout=30_000,
+        )
+        state = feed.evaluate("(() => { const s = window.medianodeFeed; return {index: s.index, current: s.current,"
+                              " third: s.items[2].cid, shown: s.swipes.map((r) => r.index)}; })()")  # fmt: skip
+        assert state["index"] == 2 and state["current"] == state["third"], state
+        assert state["shown"][-1] == 2, state  # the last slide shown is the third (the second may show on the way)
+        # And one more swipe back from there goes to the second clip, not further.
+        feed.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp'}))")
+        second = "document.querySelectorAll('section video')[1]"
+        feed.wait_for_function(f"() => window.medianodeFeed.index === 1 && {second}.currentTime > 0", timeout=30_000)
+        assert feed.errors == []
+        feed.context.close()
+    finally:
+        served.stop()
+
+
 def test_embed_snippet_plays_on_another_origin(browser, clips, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     served, cids, _ = clips
     site = tmp_path / "site"
