@@ -36,6 +36,20 @@ def _frame_bytes(index: int, line_size: int) -> bytes:
     return bytes(pixels)
 
 
+def _tone(n: int, samples: int) -> av.AudioFrame:
+    """The ``n``-th frame of ``samples`` samples of a 440 Hz tone, mono, 44.1 kHz."""
+    sound = av.AudioFrame(format="s16", layout="mono", samples=samples)
+    tone = bytearray()
+    for s in range(samples):
+        t = (n * samples + s) / 44100
+        tone += int(6000 * math.sin(2 * math.pi * 440 * t)).to_bytes(2, "little", signed=True)
+    sound.planes[0].update(bytes(tone))
+    sound.sample_rate = 44100
+    sound.pts = n * samples
+    sound.time_base = Fraction(1, 44100)
+    return sound
+
+
 def make_demo_clip(path: Path, seconds: int = 6, video_kbps: int | None = None) -> Path:
     """Write the clip to ``path`` (atomically) and return it.
 
@@ -52,6 +66,12 @@ def make_demo_clip(path: Path, seconds: int = 6, video_kbps: int | None = None) 
             video.options = {"preset": "veryfast", "x264-params": rate}
         audio = container.add_stream("aac", rate=44100)
         audio.layout = "mono"
+        # Audio and video go in by time, as encoders write real clips: all the video and then all the audio put
+        # a 20 s clip's first audio packet half-way through the file (the muxer interleaves only within 10 s),
+        # and Chromium read 5 MB (FFmpeg's probe) before it had the clip's metadata.
+        samples = 1024
+        sound_frames = seconds * 44100 // samples
+        sound_next = 0
         for i in range(seconds * FPS):
             frame = av.VideoFrame(WIDTH, HEIGHT, "rgb24")
             frame.planes[0].update(_frame_bytes(i, frame.planes[0].line_size))
@@ -59,19 +79,14 @@ def make_demo_clip(path: Path, seconds: int = 6, video_kbps: int | None = None) 
             frame.time_base = Fraction(1, FPS)
             for packet in video.encode(frame.reformat(format="yuv420p")):
                 container.mux(packet)
-        samples = 1024
-        for n in range(seconds * 44100 // samples):
-            sound = av.AudioFrame(format="s16", layout="mono", samples=samples)
-            tone = bytearray()
-            for s in range(samples):
-                t = (n * samples + s) / 44100
-                tone += int(6000 * math.sin(2 * math.pi * 440 * t)).to_bytes(2, "little", signed=True)
-            sound.planes[0].update(bytes(tone))
-            sound.sample_rate = 44100
-            sound.pts = n * samples
-            sound.time_base = Fraction(1, 44100)
-            for packet in audio.encode(sound):
+            while sound_next < sound_frames and sound_next * samples * FPS <= (i + 1) * 44100:
+                for packet in audio.encode(_tone(sound_next, samples)):
+                    container.mux(packet)
+                sound_next += 1
+        while sound_next < sound_frames:
+            for packet in audio.encode(_tone(sound_next, samples)):
                 container.mux(packet)
+            sound_next += 1
         for packet in video.encode():
             container.mux(packet)
         for packet in audio.encode():
