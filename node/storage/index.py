@@ -37,10 +37,11 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .changes import ChangeCounter
 from .cid import CID
 from .dagpb import DagPBError, links_of
 from .errors import NoSpace, StoreError
@@ -207,9 +208,17 @@ class Index:
         self.lock = threading.RLock()
         self._generation = 0
         self._generation_read_at = float("-inf")
+        # Whether anything is withheld, as every process of the store learns it (pins.Pins.any_withheld).
+        self.withheld_changes = ChangeCounter(path.with_name(path.name + "-withheld"), GENERATION_TTL)
+        self._after_commit: list[Callable[[], None]] = []
 
     def close(self) -> None:
         self.db.close()
+        self.withheld_changes.close()
+
+    def after_commit(self, call: Callable[[], None]) -> None:
+        """Call ``call`` once the transaction under way commits (not if it rolls back)."""
+        self._after_commit.append(call)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -224,11 +233,15 @@ class Index:
                 yield self.db
                 self.db.execute("COMMIT")
             except BaseException as exc:
+                self._after_commit.clear()
                 if self.db.in_transaction:
                     self.db.execute("ROLLBACK")
                 if isinstance(exc, Exception) and not isinstance(exc, StoreError):
                     raise _db_error(exc) from exc
                 raise
+            calls, self._after_commit = self._after_commit, []
+            for call in calls:
+                call()
 
     def generation(self) -> int:
         """The index generation, re-read at most every GENERATION_TTL seconds (call with the lock held).

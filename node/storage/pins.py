@@ -14,7 +14,7 @@ import time
 
 from .cid import CID
 from .errors import BlockNotFound, PinRefused, QuotaExceeded
-from .index import DAG_OF, GENERATION_TTL, LIVE_FROM_PINS, PINNED, Index
+from .index import DAG_OF, LIVE_FROM_PINS, PINNED, Index
 
 
 class Pins:
@@ -22,7 +22,7 @@ class Pins:
         self._index = index
         self._quota = quota  # bytes on disk; 0 means no limit
         self._withheld_any = False
-        self._withheld_read_at = float("-inf")
+        self._withheld_seen: int | None = None  # the change counter's value when _withheld_any was read
 
     # -- pins ---------------------------------------------------------------------------
 
@@ -116,24 +116,24 @@ class Pins:
             return [(holder, bool(public)) for holder, public in rows.fetchall()]
 
     def any_withheld(self) -> bool:
-        """Whether anything is withheld at all, re-read at most every GENERATION_TTL seconds (another
-        process may have changed it): readers skip the per-block check while nothing is."""
-        now = time.monotonic()
-        if now - self._withheld_read_at <= GENERATION_TTL:
-            # Without the index lock: every gateway request asks, on its event loop, and a thread holding
-            # the lock for a query would stall the loop. The answer is written before its time.
-            return self._withheld_any
-        with self._index.lock:
-            if now - self._withheld_read_at > GENERATION_TTL:
-                self._withheld_any = self._index.db.execute("SELECT EXISTS (SELECT 1 FROM withheld)").fetchone()[0] == 1
-                self._withheld_read_at = now
-            return self._withheld_any
+        """Whether anything may be withheld: what was last read, while no process of the store has changed
+        it since (the index's change counter says so, with no lock or query: every gateway request asks, on
+        its event loop); True once one has, until ``is_withheld`` has looked again."""
+        if self._index.withheld_changes.value() != self._withheld_seen:
+            return True
+        return self._withheld_any
 
     def is_withheld(self, cid: CID) -> bool:
         """True for a block that only private holds keep: not for the public gateway, peers or viewers."""
         if cid.is_identity or not self.any_withheld():
             return False
         with self._index.lock:
+            seen = self._index.withheld_changes.value()  # before the query: a change after it shows next time
+            if seen != self._withheld_seen:
+                self._withheld_any = self._index.db.execute("SELECT EXISTS (SELECT 1 FROM withheld)").fetchone()[0] == 1
+                self._withheld_seen = seen
+            if not self._withheld_any:
+                return False
             return (
                 self._index.db.execute("SELECT 1 FROM withheld WHERE cid = ?", (bytes(cid.to_v1()),)).fetchone()
                 is not None
@@ -164,7 +164,7 @@ class Pins:
                     "WHERE cid NOT IN (SELECT cid FROM shared)"
                 )
             db.execute("DELETE FROM dag_set")
-        self._withheld_read_at = float("-inf")
+        self._index.after_commit(self._index.withheld_changes.changed)
 
     # -- the quota's share for pinned content ----------------------------------------------------
 
