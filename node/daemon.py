@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -23,17 +23,28 @@ from .config import NodeConfig, url_host
 from .gateway.app import build_app
 from .gateway.connections import ConnectionLimits, GuardedConfig
 from .gateway.connections import serve as serve_http
-from .gateway.metrics import Metrics
+from .gateway.metrics import ASGIApp, Metrics
 from .gateway.settings import GatewaySettings
 from .gateway.signaling import SignalingEndpoint
 from .gateway.tokens import TokenStore
-from .gateway.workers import WorkerPool, default_workers, owner_channel, owner_socket_path
+from .gateway.workers import (
+    WorkerPool,
+    default_workers,
+    from_workers,
+    owner_channel,
+    owner_socket_for,
+    owner_socket_path,
+)
 from .storage.store import BlockStore
 from .swarm.viewers.hub import ViewerHub
+
+if TYPE_CHECKING:
+    from .gateway.s3.server import S3App, S3Settings
 
 log = logging.getLogger("medianode.daemon")
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
+GRACEFUL_TIMEOUT = 5.0  # seconds a stopping listener gives its requests
 
 
 def gateway_settings(config: NodeConfig, bound_url: str) -> GatewaySettings:
@@ -75,6 +86,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
 
     sweep_every, upload_max_age = upload_expiry_timing()  # a bad override fails here, before anything opens
     gateway_socket, base = bind_listener(hyper)
+    sockets = [gateway_socket]
     settings = gateway_settings(config, base)
     workers = config.gateway.workers or default_workers()
     try:
@@ -112,18 +124,31 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             nursery.start_soon(expire_uploads_until, settings.data_dir / "uploads", tokens, stop, sweep_every,
                                upload_max_age)  # fmt: skip
             nursery.start_soon(app.sample_history, stop)  # the console's charts
+            s3_url = None
             if workers > 1:
-                # The gateway's socket is the workers' alone: this process answers what they pass on, so the
-                # swarm, an upload or gc here never holds up a read.
+                # The gateway's socket (and the S3 listener's) is the workers' alone: this process answers what
+                # they pass on, so the swarm, an upload or gc here never holds up a read.
                 gateway_socket.listen(hyper.backlog)
-                await start_workers(nursery, workers, gateway_socket.fileno(), owner_socket, config.data_dir, base,
-                                    owner_channel(app, swarm, metrics), stop)  # fmt: skip
+                passed: dict[str, ASGIApp] = {"gateway": owner_channel(app, swarm, metrics)}
+                s3_fd = None
+                if config.s3.enabled:
+                    s3_app = await open_s3(nursery, store, config, stop)
+                    s3_hyper = hypercorn_config(config.s3.listen)
+                    s3_socket, s3_url = bind_listener(s3_hyper)
+                    s3_socket.listen(s3_hyper.backlog)
+                    sockets.append(s3_socket)
+                    s3_fd = s3_socket.fileno()
+                    passed["s3"] = from_workers(s3_app)
+                pool = WorkerPool(workers, gateway_socket.fileno(), s3_fd, owner_socket, config.data_dir, base,
+                                  stop_bound=GRACEFUL_TIMEOUT + 1)  # fmt: skip
+                await start_workers(nursery, pool, passed, stop)
             else:
                 hyper.bind = [f"fd://{gateway_socket.detach()}"]  # Hypercorn's socket owns the descriptor from here
                 await nursery.start(lambda task_status: serve_http(
                     app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
                 ))  # fmt: skip
-            s3_url = await start_s3(nursery, store, config, stop) if config.s3.enabled else None
+                if config.s3.enabled:
+                    s3_url = await start_s3(nursery, await open_s3(nursery, store, config, stop), config, stop)
             admin_token["token"] = write_api_file(config.data_dir, base)
             seeding = trio.CancelScope()
             if config.viewers.seed_hubs:
@@ -134,7 +159,8 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
             signaling.close_all()
             nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
-        gateway_socket.close()  # if it was never handed to Hypercorn; a detached socket has nothing to close
+        for listening in sockets:  # if never handed to Hypercorn; a detached socket has nothing to close
+            listening.close()
         remove_api_file(config.data_dir)
         tokens.close()
         store.close()
@@ -172,7 +198,7 @@ def hypercorn_config(listen: tuple[str, int], limits: ConnectionLimits | None = 
     hyper.bind = [f"{url_host(host)}:{port}"]
     hyper.accesslog = None
     hyper.errorlog = logging.getLogger("medianode.http")
-    hyper.graceful_timeout = 5.0
+    hyper.graceful_timeout = GRACEFUL_TIMEOUT
     hyper.keep_alive_timeout = hyper.limits.keep_alive_timeout
     hyper.h11_max_incomplete_size = 64 * 1024
     # Hypercorn queues up to this many body messages for an app that is busy; with 1 MiB reads
@@ -191,47 +217,58 @@ def bind_listener(hyper: GuardedConfig) -> tuple[socket.socket, str]:
     return sock, f"http://{url_host(host)}:{port}"
 
 
-async def start_workers(nursery: trio.Nursery, count: int, listen_fd: int, owner_socket: str, data_dir: Path,
-                        url: str, channel: Any, stop: trio.Event) -> None:  # fmt: skip
-    """Listen on the owner's Unix socket for the workers' channel, then start ``count`` workers on the gateway's
-    listening socket (node/gateway/workers.py). The channel has no per-address bound: every worker is one
-    "address"."""
-    hyper = hypercorn_config(("127.0.0.1", 0), replace(ConnectionLimits.from_environ(), per_ip=0))
-    hyper.bind = [f"unix:{owner_socket}"]
-    hyper.websocket_max_message_size = 64 * 1024
-    await nursery.start(lambda task_status: serve_http(
-        channel, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
-    ))  # fmt: skip
-    pool = WorkerPool(count, listen_fd, owner_socket, data_dir, url, stop_bound=hyper.graceful_timeout + 1)
+async def start_workers(nursery: trio.Nursery, pool: WorkerPool, passed: dict[str, ASGIApp],
+                        stop: trio.Event) -> None:  # fmt: skip
+    """Listen on the owner's Unix sockets for what the workers pass on (``passed``: the gateway's channel, and
+    the S3 app when the workers take the S3 listener too), then start the workers (node/gateway/workers.py).
+    The channels have no per-address bound: every worker is one "address"."""
+    for listener, app in passed.items():
+        hyper = hypercorn_config(("127.0.0.1", 0), replace(ConnectionLimits.from_environ(), per_ip=0))
+        hyper.bind = [f"unix:{owner_socket_for(pool.owner_socket, listener)}"]
+        hyper.websocket_max_message_size = 64 * 1024
+        await nursery.start(lambda task_status, app=app, hyper=hyper: serve_http(
+            app, hyper, bound_bodies=True, shutdown_trigger=stop.wait, task_status=task_status
+        ))  # fmt: skip
     await nursery.start(pool.run, stop)
 
 
-async def start_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> str:
-    """Start the S3 listener (its own Hypercorn on ``[s3] listen``) and its upkeep; return its URL."""
+def s3_settings(config: NodeConfig) -> S3Settings:
+    from .gateway.s3.server import S3Settings
+
+    s3 = config.s3
+    return S3Settings(s3.region, s3.domain, config.chunk_size, s3.incomplete_upload_hours)
+
+
+async def open_s3(nursery: trio.Nursery, store: BlockStore, config: NodeConfig, stop: trio.Event) -> S3App:
+    """The owner's S3 app, its catalog reconciled with the store, and its upkeep started."""
     from .gateway.s3.catalog import Catalog
-    from .gateway.s3.server import S3App, S3Settings
+    from .gateway.s3.server import S3App
 
     catalog = Catalog(config.data_dir / "s3.sqlite")
-    s3 = config.s3
-    app = S3App(store, catalog, S3Settings(s3.region, s3.domain, config.chunk_size, s3.incomplete_upload_hours))
+    app = S3App(store, catalog, s3_settings(config))
     released = await trio.to_thread.run_sync(app.writer.reconcile)
     if released:
         log.info("released holds no S3 object names", extra={"fields": {"holds": released}})
-    hyper = hypercorn_config(s3.listen)
 
     async def upkeep() -> None:
         try:
             while not stop.is_set():  # parts of uploads nobody completed, hourly
-                await trio.to_thread.run_sync(app.writer.expire, s3.incomplete_upload_hours)
+                await trio.to_thread.run_sync(app.writer.expire, config.s3.incomplete_upload_hours)
                 with trio.move_on_after(3600):
                     await stop.wait()
         finally:
             catalog.close()
 
+    nursery.start_soon(upkeep)
+    return app
+
+
+async def start_s3(nursery: trio.Nursery, app: S3App, config: NodeConfig, stop: trio.Event) -> str:
+    """Serve ``app`` on ``[s3] listen`` (its own Hypercorn); return its URL."""
+    hyper = hypercorn_config(config.s3.listen)
     binds: list[str] = await nursery.start(lambda task_status: serve_http(  # S3 bounds its bodies' pauses itself
         app, hyper, bound_bodies=False, shutdown_trigger=stop.wait, task_status=task_status
     ))  # fmt: skip
-    nursery.start_soon(upkeep)
     return binds[0].rstrip("/")
 
 

@@ -15,11 +15,16 @@ reading the store directly: SQLite in WAL mode gives each read a consistent
 index while the owner writes, and a pack file is never changed once
 written (gc writes new packs and the store retries a read whose pack went
 away; tests/integration/test_workers.py reads through a worker while the
-owner adds, pins, collects and compacts). Everything else is the owner's
-and is passed through to it unchanged.
+owner adds, pins, collects and compacts). So is an S3 ``GET``/``HEAD`` of an
+object (public or signed) when the S3 listener is on: the workers accept on
+its socket too, and read the S3 catalog (SQLite, WAL) as they read the
+store. Everything else is the owner's and is passed through to it unchanged:
+from the gateway's socket to the owner's channel, from the S3 listener's to
+the owner's S3 app on a Unix socket of its own (``owner-s3.sock``, beside
+the channel's).
 
-Non-goals. Workers never write the store, never speak libp2p, never hold
-viewer state; the S3 listener stays in the owner alone.
+Non-goals. Workers never write the store or the S3 catalog, never speak
+libp2p, never hold viewer state.
 
 The local channel: HTTP/1.1 over the owner's Unix socket (a private
 directory of its own, mode 0700), one connection pool per worker.
@@ -50,8 +55,9 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import trio
@@ -63,6 +69,9 @@ from ..storage.cid import CID
 from .http import HTTPProblem, problem_response
 from .metrics import ASGIApp, Metrics
 from .path_gateway import IPFS_PREFIX, Gateway
+
+if TYPE_CHECKING:
+    from .s3.server import S3App
 
 log = logging.getLogger("medianode.worker")
 
@@ -277,6 +286,25 @@ def worker_app(gateway: Gateway, link: OwnerLink, metrics: Metrics) -> ASGIApp:
     return app
 
 
+def s3_worker_app(s3: S3App, link: OwnerLink) -> ASGIApp:
+    """Object reads (``S3App.reads_an_object``) answered here from the catalog and the store; the rest, with
+    every write, to the owner's S3 app."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        elif scope["type"] != "http":
+            return  # S3 has no WebSockets; Hypercorn answers an upgrade the app ignores with a refusal
+        elif s3.reads_an_object(scope):
+            await s3(scope, receive, send)
+        else:
+            await link.pass_http(scope, receive, send)
+
+    return app
+
+
 async def report_metrics(metrics: Metrics, link: OwnerLink) -> None:
     """Every ``METRICS_EVERY`` seconds, what this worker answered since the last report."""
     sent: dict[str, Any] = {"requests": {}, "bytes_served": 0.0}
@@ -304,17 +332,29 @@ async def end_with_owner(stop: trio.Event) -> None:
     stop.set()
 
 
-async def run_worker(data_dir: Path, listen_fd: int, owner_socket: str, url: str) -> None:
+@dataclass(frozen=True)
+class Listeners:
+    """The listening sockets a worker inherited, and where it passes on what it does not answer."""
+
+    gateway_fd: int
+    owner_socket: str
+    s3_fd: int | None = None
+    owner_s3_socket: str | None = None
+
+
+async def run_worker(data_dir: Path, listeners: Listeners, url: str) -> None:
     from ..config import load
-    from ..daemon import gateway_hypercorn_config, gateway_settings
+    from ..daemon import gateway_hypercorn_config, gateway_settings, hypercorn_config, s3_settings
     from ..storage.store import BlockStore
     from .connections import serve as serve_http
 
     config = load(data_dir)
     store = BlockStore(config.data_dir / "store", config.store)
     hyper = gateway_hypercorn_config(config.gateway.listen)
-    hyper.bind = [f"fd://{listen_fd}"]
-    link = OwnerLink(owner_socket)
+    hyper.bind = [f"fd://{listeners.gateway_fd}"]
+    link = OwnerLink(listeners.owner_socket)
+    links = [link]
+    catalog = None
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
@@ -339,12 +379,28 @@ async def run_worker(data_dir: Path, listen_fd: int, owner_socket: str, url: str
                     worker_app(gateway, link, metrics), hyper, bound_bodies=True, shutdown_trigger=stop.wait,
                     task_status=task_status,
                 ))  # fmt: skip
+                if listeners.s3_fd is not None and listeners.owner_s3_socket is not None:
+                    from .s3.catalog import Catalog
+                    from .s3.server import S3App
+
+                    catalog = Catalog(config.data_dir / "s3.sqlite")  # the owner made it before starting us
+                    s3_link = OwnerLink(listeners.owner_s3_socket)
+                    links.append(s3_link)
+                    s3_hyper = hypercorn_config(config.s3.listen)
+                    s3_hyper.bind = [f"fd://{listeners.s3_fd}"]
+                    s3 = s3_worker_app(S3App(store, catalog, s3_settings(config)), s3_link)
+                    await nursery.start(lambda task_status: serve_http(  # S3 bounds its bodies' pauses itself
+                        s3, s3_hyper, bound_bodies=False, shutdown_trigger=stop.wait, task_status=task_status
+                    ))  # fmt: skip
                 await stop.wait()
                 upkeep.cancel()
                 nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
     finally:
         with trio.CancelScope(shield=True):
-            await link.aclose()
+            for each in links:
+                await each.aclose()
+        if catalog is not None:
+            catalog.close()
         store.close()
 
 
@@ -356,11 +412,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--listen-fd", type=int, required=True, help="the gateway's listening socket, inherited")
     parser.add_argument("--owner-socket", required=True, help="the owner's Unix socket")
+    parser.add_argument("--s3-listen-fd", type=int, help="the S3 listener's socket, inherited, if S3 is on")
+    parser.add_argument("--owner-s3-socket", help="the owner's Unix socket for its S3 app, if S3 is on")
     parser.add_argument("--url", required=True, help="the gateway's URL, as the owner hands it out")
     args = parser.parse_args(argv)
     limit_malloc_arenas()
     setup_logging()
-    trio.run(run_worker, args.data_dir, args.listen_fd, args.owner_socket, args.url)
+    listeners = Listeners(args.listen_fd, args.owner_socket, args.s3_listen_fd, args.owner_s3_socket)
+    trio.run(run_worker, args.data_dir, listeners, args.url)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Serving workers, the owner's side: starting and restarting them, and its end of their local channel.
 
 ``serve --workers N`` (``[gateway] workers``, N of 2 or more) makes ``serve``
-the owner of N worker processes that alone accept on the gateway's socket
-(node/gateway/worker.py says what they do and the channel's requests). Here:
+the owner of N worker processes that alone accept on the gateway's socket, and
+on the S3 listener's when it is on (node/gateway/worker.py says what they do
+and the channel's requests). Here:
 
-- ``WorkerPool`` keeps them running: each is started with the gateway's
-  listening socket inherited; one that exits is started again (after 1 s,
+- ``WorkerPool`` keeps them running: each is started with the listening
+  sockets inherited; one that exits is started again (after 1 s,
   doubling up to 30 s while it keeps dying young), and cancelling the pool
   sends each SIGTERM and waits, up to the graceful bound plus a second, before
   SIGKILL.
@@ -14,6 +15,8 @@ the owner of N worker processes that alone accept on the gateway's socket
   to the node's app with the client's address taken from the worker's
   ``X-Medianode-Client`` header (believed only here, where only workers
   connect: the socket's directory is the owner's, mode 0700).
+- ``from_workers`` is that address handling alone, for the owner's S3 app on
+  a Unix socket of its own (what the workers pass on from the S3 listener).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import FetchError
 from ..storage.cid import CID
+from .connections import App
 from .http import HTTPProblem, parse_cid, problem_response
 from .metrics import ASGIApp, Metrics
 from .path_gateway import FETCH_DEADLINE
@@ -59,6 +63,12 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def owner_socket_for(gateway_socket: str, listener: str) -> str:
+    """The owner's Unix socket for what workers pass on from ``listener`` ("gateway" or "s3"), beside the
+    gateway's channel."""
+    return gateway_socket if listener == "gateway" else str(Path(gateway_socket).with_name(f"owner-{listener}.sock"))
+
+
 @contextlib.asynccontextmanager
 async def owner_socket_path() -> AsyncIterator[str]:
     """A fresh directory of the owner's (0700) for its Unix socket, removed afterwards. Not in the data
@@ -71,18 +81,26 @@ async def owner_socket_path() -> AsyncIterator[str]:
 
 
 class WorkerPool:
-    def __init__(self, count: int, listen_fd: int, owner_socket: str, data_dir: Path, url: str,
-                 stop_bound: float) -> None:  # fmt: skip
+    def __init__(self, count: int, listen_fd: int, s3_listen_fd: int | None, owner_socket: str, data_dir: Path,
+                 url: str, stop_bound: float) -> None:  # fmt: skip
         self.count = count
         self.listen_fd = listen_fd
+        self.s3_listen_fd = s3_listen_fd
         self.owner_socket = owner_socket
         self.data_dir = data_dir
         self.url = url
         self.stop_bound = stop_bound
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", "node.gateway.worker", "--data-dir", str(self.data_dir),
+        argv = [sys.executable, "-m", "node.gateway.worker", "--data-dir", str(self.data_dir),
                 "--listen-fd", str(self.listen_fd), "--owner-socket", self.owner_socket, "--url", self.url]  # fmt: skip
+        if self.s3_listen_fd is not None:
+            argv += ["--s3-listen-fd", str(self.s3_listen_fd),
+                     "--owner-s3-socket", owner_socket_for(self.owner_socket, "s3")]  # fmt: skip
+        return argv
+
+    def inherited(self) -> tuple[int, ...]:
+        return (self.listen_fd,) if self.s3_listen_fd is None else (self.listen_fd, self.s3_listen_fd)
 
     async def run(self, stop: trio.Event, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep ``count`` workers running until ``stop`` (or cancelled); then stop them all at once."""
@@ -98,7 +116,7 @@ class WorkerPool:
         while True:
             began = trio.current_time()
             # Its stdin is a pipe only we hold: it ends when we do, however we end (worker.end_with_owner).
-            process = await trio.lowlevel.open_process(self.argv(), pass_fds=(self.listen_fd,),
+            process = await trio.lowlevel.open_process(self.argv(), pass_fds=self.inherited(),
                                                        stdin=subprocess.PIPE)  # fmt: skip
             log.info("worker started", extra={"fields": {"worker": index, "pid": process.pid}})
             try:
@@ -170,6 +188,7 @@ def owner_channel(app: ASGIApp, swarm: Any, metrics: Metrics) -> ASGIApp:
         return Response(status_code=204)
 
     internal = {"fetch": fetch, "metrics": report}
+    clients = from_workers(app)
 
     async def channel(scope: dict[str, Any], receive: Any, send: Any) -> None:
         passed_on = any(k == CLIENT_HEADER for k, _ in scope.get("headers", ()))
@@ -182,6 +201,16 @@ def owner_channel(app: ASGIApp, swarm: Any, metrics: Metrics) -> ASGIApp:
                 response = await handler(Request(scope, receive))
             await response(scope, receive, send)
             return
+        await clients(scope, receive, send)
+
+    return channel
+
+
+def from_workers(app: App) -> ASGIApp:
+    """``app`` for requests a worker passes on: the client's address is the one the worker's
+    ``X-Medianode-Client`` header gives (believed only on the owner's sockets), and the header is removed."""
+
+    async def restored(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = scope["headers"]
             given = next((v for k, v in headers if k == CLIENT_HEADER), None)
@@ -190,7 +219,7 @@ def owner_channel(app: ASGIApp, swarm: Any, metrics: Metrics) -> ASGIApp:
                      "client": client or scope.get("client")}  # fmt: skip
         await app(scope, receive, send)
 
-    return channel
+    return restored
 
 
 async def _fetch(swarm: Any, op: str, cid: CID, offset: int, length: int | None) -> None:

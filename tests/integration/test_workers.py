@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import msgpack
 import pytest
 import trio
+from botocore.config import Config
 from trio_websocket import open_websocket_url
 
 from conftest import Node, Served, gen
@@ -154,6 +156,60 @@ def test_requests_for_the_owner_wait_for_it_and_get_its_answer(workers: tuple[Se
     caller.join(timeout=DEADLINE)
     assert [a.status_code for a in answers] == [401, 200], [a.text for a in answers]
     assert any(pin["cid"] == cid for pin in answers[1].json()["pins"])
+
+
+def test_workers_answer_s3_object_reads_and_pass_writes_to_the_owner(workers: tuple[Served, str, bytes]) -> None:
+    """The S3 listener is the workers' too. Tried with boto3 and plain HTTP while the owner is stopped: a
+    public object's anonymous GET, a Range of it and a signed HEAD are answered (by a worker: only workers
+    hold the connections); a PutObject, a private object's anonymous GET and a listing wait for the owner and
+    get its answers after SIGCONT (200, 403, the list); privatising, through a worker, is off the workers'
+    public paths (S3 and /ipfs/) as soon as the call returns."""
+    served, cid, pinned = workers
+    data = b"not the pinned file: " + pinned  # pinned by the operator, a CID is public whatever S3 says
+    pids = set(workers_listening(served, 2, cid))
+    assert served.s3_url
+    key = served.node.ok("s3", "key", "create", "--name", "masto.example", "--json").json
+    s3 = boto3.client(
+        "s3", endpoint_url=served.s3_url, region_name="us-east-1",
+        aws_access_key_id=key["access_key_id"], aws_secret_access_key=key["secret_access_key"],
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1},
+                      read_timeout=DEADLINE),
+    )  # fmt: skip
+    s3.create_bucket(Bucket="media")
+    s3.put_object(Bucket="media", Key="v/clip.mp4", Body=data, ACL="public-read", ContentType="video/mp4")
+    s3.put_object(Bucket="media", Key="v/private.mp4", Body=data[:1000])
+    s3_port = int(served.s3_url.rsplit(":", 1)[1])
+    public = f"{served.s3_url}/media/v/clip.mp4"
+    with owner_stopped(served), httpx.Client(timeout=10) as web:
+        whole = web.get(public)
+        assert whole.status_code == 200 and whole.content == data
+        assert whole.headers["content-type"] == "video/mp4" and whole.headers["x-ipfs-roots"]
+        part = web.get(public, headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206 and part.content == data[1000:2000]
+        assert s3.head_object(Bucket="media", Key="v/clip.mp4")["ContentLength"] == len(data)
+        assert holders(s3_port) <= pids
+
+        answers: dict[str, Any] = {}
+
+        def call() -> None:
+            answers["put"] = s3.put_object(Bucket="media", Key="v/late.mp4", Body=b"late" * 1000)
+            answers["private"] = httpx.get(f"{served.s3_url}/media/v/private.mp4", timeout=DEADLINE).status_code
+            answers["listed"] = [o["Key"] for o in s3.list_objects_v2(Bucket="media")["Contents"]]
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        poll("a worker holding the S3 connection", lambda: holders(s3_port) & pids)
+        assert "put" not in answers  # it waits for the owner
+    caller.join(timeout=DEADLINE)
+    assert answers["put"]["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert answers["private"] == 403
+    assert answers["listed"] == ["v/clip.mp4", "v/late.mp4", "v/private.mp4"]
+    root = whole.headers["x-ipfs-roots"]
+    s3.put_object_acl(Bucket="media", Key="v/clip.mp4", ACL="private")
+    with httpx.Client(timeout=10) as web:
+        for _ in range(20):  # every answer, from whichever worker takes the connection
+            assert web.get(public, headers={"Connection": "close"}).status_code == 403
+            assert web.get(f"{served.url}/ipfs/{root}", headers={"Connection": "close"}).status_code == 410
 
 
 def test_a_worker_has_the_owner_fetch_what_the_store_lacks(tmp_path: Path) -> None:

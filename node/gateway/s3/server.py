@@ -70,6 +70,7 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "content-disposition",
     "response-content-encoding": "content-encoding",
 }
+OBJECT_SUBRESOURCES = frozenset({"acl", "uploadId", "uploads"})  # a GET of these is not of the object's bytes
 EXPOSED = (
     "ETag, Content-Length, Content-Range, Content-Type, Last-Modified, x-ipfs-roots, x-ipfs-path, x-amz-request-id"
 )
@@ -155,6 +156,23 @@ class S3App:
             response.headers.setdefault("Access-Control-Allow-Origin", "*")
             response.headers.setdefault("Access-Control-Expose-Headers", EXPOSED)
         await response(scope, receive, send)
+
+    def reads_an_object(self, scope: Scope) -> bool:
+        """Whether the request is a GET or HEAD of an object's bytes: all a serving worker answers itself, as it
+        needs only reads of the catalog and the store (node/gateway/worker.py). A malformed address is not:
+        the owner refuses it."""
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
+            return False
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+        host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), None)
+        try:
+            bucket, key = names.parse_address(host, raw_path, self.settings.domain or "")
+        except S3Error:
+            return False
+        if bucket is None or key is None:
+            return False
+        asked = urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        return not OBJECT_SUBRESOURCES & {name for name, _ in asked}
 
     def error(self, error: S3Error, request: Request) -> Response:
         fields = {"code": error.code, "method": request.method, "path": request.url.path, "message": error.message}
@@ -256,7 +274,7 @@ class S3App:
 
     async def object_operation(self, call: Call, bucket: str, key: str) -> Response:
         method, query = call.method, call.query
-        if method in ("GET", "HEAD") and not ({"acl", "uploadId", "uploads"} & set(query)):
+        if method in ("GET", "HEAD") and not (OBJECT_SUBRESOURCES & set(query)):
             return await self.get_object(call, bucket, key)
         self.owned_bucket(call, bucket)
         if method == "PUT" and "uploadId" in query:
