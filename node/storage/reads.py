@@ -267,26 +267,37 @@ class BlockReader:
                 self._forget_all(root)
 
     def spans_if_ready(self, root: CID, offset: int, length: int) -> list[PackSpan] | None:
-        """The spans of [offset, offset+length) if all it takes is in memory: a fresh cached layout of
-        one window, runs in packs already open, nothing to decode or verify. Else None, and the caller
-        plans in a thread (:meth:`read_spans`). Never waits on a lock, the disk or SQLite, so an event
+        """The spans of [offset, offset+length) if all it takes is in memory: fresh cached layouts of the
+        windows it lies in, runs in packs already open, nothing to decode or verify. Else None, and the
+        caller plans in a thread (:meth:`read_spans`). Never waits on a lock, the disk or SQLite, so an event
         loop can call it: a player's hot Range requests then need no trip to a thread."""
-        if self._hash_on_read or length <= 0 or offset // READ_WINDOW != (offset + length - 1) // READ_WINDOW:
+        if self._hash_on_read or length <= 0:
             return None
         key = bytes(root.to_v1())
         if not self._index.lock.acquire(blocking=False):
             return None
         try:
             generation = self._index.fresh_generation()
-            cached = self._layouts.get(key) or self._window_layouts.get((key, offset // READ_WINDOW))
-            if generation is None or cached is None or cached[0] != generation:
-                return None
-            _, file_layout, locations = cached
+            whole = self._layouts.get(key)
+            pieces = []
+            for start, size in _windows(offset, length):
+                cached = whole or self._window_layouts.get((key, start // READ_WINDOW))
+                if generation is None or cached is None or cached[0] != generation:
+                    return None
+                pieces.append((start, size, cached[1], cached[2]))
         finally:
             self._index.lock.release()
-        plan = plan_reads(file_layout, offset, length, locations)
-        runs = [step for step in plan if isinstance(step, PackRun)]
-        if len(runs) != len(plan) or sum(run.length for run in runs) != length:
+        runs: list[PackRun] = []
+        for start, size, file_layout, locations in pieces:
+            for step in plan_reads(file_layout, start, size, locations):
+                if not isinstance(step, PackRun):
+                    return None
+                last = runs[-1] if runs else None
+                if last is not None and last.pack == step.pack and last.offset + last.length == step.offset:
+                    runs[-1] = PackRun(step.pack, last.offset, last.length + step.length)  # one across a window edge
+                else:
+                    runs.append(step)
+        if sum(run.length for run in runs) != length:
             return None
         fds = self._packs.copies_if_open([run.pack for run in runs])
         if fds is None:

@@ -57,7 +57,8 @@ def test_spans_hold_exactly_the_ranges_bytes_across_windows(tmp_path: Path, big:
 
 def test_a_range_read_before_is_planned_from_memory(tmp_path: Path, big: bytes) -> None:
     """The first range of a window needs the index (``spans_if_ready`` says None); once read, the same
-    window's ranges come from memory with the right bytes; a range across two windows still says None."""
+    window's ranges come from memory with the right bytes. A range across two windows says None until both
+    were read, then comes from memory too, in one span where the pack runs on across the edge."""
     store = BlockStore(tmp_path / "s")
     cid = add_bytes(store, tmp_path, big, "f")
     fresh = BlockStore(tmp_path / "s")  # a reader that has planned nothing yet
@@ -66,6 +67,10 @@ def test_a_range_read_before_is_planned_from_memory(tmp_path: Path, big: bytes) 
     ready = fresh.spans_if_ready(cid, 1000, MiB)
     assert ready is not None and span_bytes(list[bytes | PackSpan](ready)) == big[1000 : 1000 + MiB]
     assert fresh.spans_if_ready(cid, READ_WINDOW - 10, 20) is None
+    span_bytes(list(fresh.read_spans(cid, READ_WINDOW, 10)))
+    across = fresh.spans_if_ready(cid, READ_WINDOW - MiB // 2, MiB)
+    assert across is not None and len(across) == 1
+    assert span_bytes(list[bytes | PackSpan](across)) == big[READ_WINDOW - MiB // 2 : READ_WINDOW + MiB // 2]
 
 
 def test_a_store_that_hashes_on_read_never_hands_out_spans(tmp_path: Path, big: bytes) -> None:
