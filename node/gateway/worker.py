@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -392,6 +393,10 @@ async def run_worker(data_dir: Path, listeners: Listeners, url: str) -> None:
                     await nursery.start(lambda task_status: serve_http(  # S3 bounds its bodies' pauses itself
                         s3, s3_hyper, bound_bodies=False, shutdown_trigger=stop.wait, task_status=task_status
                     ))  # fmt: skip
+                # What start-up made (modules, the app, caches) lives as long as we do: out of the collector's
+                # sight, a full collection no longer walks it, on the loop every request waits on (38-46 ms
+                # each, 1-2 every 8 s at 1,200 requests/s before).
+                gc.freeze()
                 await stop.wait()
                 upkeep.cancel()
                 nursery.cancel_scope.deadline = trio.current_time() + hyper.graceful_timeout + 1
