@@ -1,7 +1,7 @@
 """S3 benchmark: the S3 listener of ``medianode serve`` beside references measured in the same run.
 
     .venv/bin/python benchmarks/s3.py [--size-mib 1024] [--rss-size-mib 2048] [--runs 3]
-                                      [--duration 10] [--profile] [--dir DIR]
+                                      [--duration 10] [--workers 1] [--profile] [--dir DIR]
 
 Prints three tables and, under them, every upload with the CPU seconds the serve process, the
 client (this process) and the rest of the machine (other work, the kernel's writeback) used
@@ -158,8 +158,9 @@ class Bench:
             raise SystemExit(f"medianode s3 key create failed: {made.stderr.decode(errors='replace')}")
         key = json.loads(made.stdout)
         out, err = data_dir.parent / f"{data_dir.name}.out", data_dir.parent / f"{data_dir.name}.err"
-        cmd = medianode(data_dir, "serve", "--workers", "1", "--gateway", "127.0.0.1:0", "--s3", "127.0.0.1:0",
-                        "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht", "--no-mdns", "--json")  # fmt: skip
+        cmd = medianode(data_dir, "serve", "--workers", str(self.args.workers), "--gateway", "127.0.0.1:0",
+                        "--s3", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--no-dht", "--no-mdns",
+                        "--json")  # fmt: skip
         with open(out, "wb") as fo, open(err, "wb") as fe:
             proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=REPO)
         self.procs.append(proc)
@@ -325,7 +326,7 @@ class Bench:
             with urllib.request.urlopen(urllib.request.Request(s3_url, method="HEAD"), timeout=60) as resp:
                 cid = resp.headers["x-ipfs-roots"]
             try:
-                nginx, nginx_base = start_nginx(self.work / "nginx", src.parent)
+                nginx, nginx_base = start_nginx(self.work / "nginx", src.parent, self.args.workers)
                 self.procs.append(nginx)
                 urls = {"S3 (anonymous)": s3_url, "gateway /ipfs/": f"{serve.gateway}/ipfs/{cid}",
                         "nginx": f"{nginx_base}/{src.name}"}  # fmt: skip
@@ -497,6 +498,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds of wrk load per server")
     parser.add_argument("--check-seconds", type=int, default=3, help="seconds of checked wrk load per server")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers: 2 or more puts S3 reads in workers")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="py-spy one more upload of each kind (untimed)")
     parser.add_argument("--time-limit", type=int, default=1800, help="seconds before the run is abandoned")
