@@ -20,7 +20,7 @@ import os
 import re
 import textwrap
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,22 @@ _UNITS = {
 
 class ConfigError(InvalidRequest, ValueError):
     """A setting (in ``config.toml``, an option or the environment) that cannot be used; the message names it."""
+
+
+def positive_from_environ(environ: Mapping[str, str], variable: str, default: float, unit: str = "") -> float:
+    """The number above 0 that ``variable`` gives (``unit`` names it in the error, e.g. "seconds"), or
+    ``default`` when it is unset or blank: the one reading of the environment's tuning knobs."""
+    text = environ.get(variable, "").strip()
+    if not text:
+        return default
+    what = f"a number of {unit}" if unit else "a number"
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{variable} must be {what}, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{variable} must be {what} above 0, got {text!r}")
+    return value
 
 
 def parse_size(text: str | int) -> int:

@@ -91,7 +91,7 @@ from hypercorn.typing import (
 from hypercorn.typing import Scope as HypercornScope
 from starlette.types import Message, Receive, Scope, Send
 
-from ..config import ConfigError
+from ..config import ConfigError, positive_from_environ
 from . import zerocopy
 from .zerocopy import FileSpan, RawFile, SendIdle, read_rest, send_file
 
@@ -151,23 +151,10 @@ class ConnectionLimits:
         ``MEDIANODE_CONNECTIONS_PER_IP`` where set."""
         defaults = cls()
         seconds = {
-            field: _seconds(environ, ENVIRONMENT[field], getattr(defaults, field))
+            field: positive_from_environ(environ, ENVIRONMENT[field], getattr(defaults, field), "seconds")
             for field in ("header_timeout", "body_idle_timeout", "send_idle_timeout", "keep_alive_timeout")
         }
         return cls(**seconds, per_ip=_count(environ, ENVIRONMENT["per_ip"], defaults.per_ip))
-
-
-def _seconds(environ: Mapping[str, str], variable: str, default: float) -> float:
-    text = environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ConfigError(f"{variable} must be a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{variable} must be a positive number of seconds, got {text!r}")
-    return value
 
 
 def _count(environ: Mapping[str, str], variable: str, default: int) -> int:

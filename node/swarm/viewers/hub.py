@@ -48,7 +48,6 @@ other, within those bounds).
 from __future__ import annotations
 
 import ipaddress
-import math
 import os
 import random
 import secrets
@@ -57,6 +56,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from ...config import ConfigError, positive_from_environ
 from ...storage.cid import CID
 from .protocol import (
     INTRODUCTIONS,
@@ -103,25 +103,12 @@ class HubLimits:
         ``MEDIANODE_HUB_JOIN_BURST`` and ``MEDIANODE_HUB_JOINS_PER_MINUTE`` where set: a node behind a
         reverse proxy sees every viewer at one address, and so do benchmarks of many browsers on loopback."""
         defaults = cls()
-        sockets = _positive(environ, "MEDIANODE_HUB_SOCKETS_PER_IP", defaults.sockets_per_ip)
-        burst = _positive(environ, "MEDIANODE_HUB_JOIN_BURST", defaults.join_burst)
-        per_minute = _positive(environ, "MEDIANODE_HUB_JOINS_PER_MINUTE", defaults.joins_per_minute)
+        sockets = positive_from_environ(environ, "MEDIANODE_HUB_SOCKETS_PER_IP", defaults.sockets_per_ip)
+        burst = positive_from_environ(environ, "MEDIANODE_HUB_JOIN_BURST", defaults.join_burst)
+        per_minute = positive_from_environ(environ, "MEDIANODE_HUB_JOINS_PER_MINUTE", defaults.joins_per_minute)
         if sockets != int(sockets):
-            raise ValueError(f"MEDIANODE_HUB_SOCKETS_PER_IP must be a whole number, got {sockets}")
+            raise ConfigError(f"MEDIANODE_HUB_SOCKETS_PER_IP must be a whole number, got {sockets}")
         return cls(sockets_per_ip=int(sockets), join_burst=burst, joins_per_minute=per_minute)
-
-
-def _positive(environ: Mapping[str, str], variable: str, default: float) -> float:
-    text = environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{variable} must be a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{variable} must be above 0, got {text!r}")
-    return value
 
 
 class Refused(Exception):
