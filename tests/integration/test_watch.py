@@ -177,15 +177,23 @@ def test_feed_plays_the_newest_clip_and_prefetches_the_next_from_peers(browser, 
 
 
 def test_feed_swipes_made_before_the_last_one_was_reported_are_not_lost(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Two swipes in a row land two clips on, even when the second comes before the feed has reported the first
-    (its IntersectionObserver reported a slide up to 1.1 s late on a busy machine): the second step counts from
-    the slide being scrolled to, not from the one still on record."""
+    """A swipe made while the feed loads waits for its first clip; two swipes in a row land two clips on, even
+    when the second comes before the feed has reported the first (its IntersectionObserver reported a slide up
+    to 1.1 s late on a busy machine): the second step counts from the slide being scrolled to, not from the one
+    still on record."""
     node = Node(tmp_path / "node")
     files = [make_demo_clip(tmp_path / f"clip{k}.mp4", 2, 400) for k in range(3)]
     for file in files:
         node.ok("add", str(file), "--json")
     served = Served(tmp_path / "node", args=("--no-dht",))
     try:
+        second = "document.querySelectorAll('section video')[1]"
+        # A swipe made while the feed is still loading (before it shows its first clip) is not lost.
+        early = "document.addEventListener('DOMContentLoaded', () => document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowDown'})))"  # noqa: E501
+        feed = open_viewer(browser, f"{served.url}/watch/feed?p2p=0", early)
+        feed.wait_for_function(f"() => window.medianodeFeed.index === 1 && {second}.currentTime > 0", timeout=30_000)
+        assert feed.errors == []
+        feed.context.close()
         feed = open_viewer(browser, f"{served.url}/watch/feed?p2p=0")
         feed.wait_for_function(
             "() => window.medianodeFeed.index === 0 && document.querySelectorAll('section video')[0].currentTime > 0",
@@ -206,7 +214,6 @@ def test_feed_swipes_made_before_the_last_one_was_reported_are_not_lost(browser,
         assert state["shown"][-1] == 2, state  # the last slide shown is the third (the second may show on the way)
         # And one more swipe back from there goes to the second clip, not further.
         feed.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowUp'}))")
-        second = "document.querySelectorAll('section video')[1]"
         feed.wait_for_function(f"() => window.medianodeFeed.index === 1 && {second}.currentTime > 0", timeout=30_000)
         assert feed.errors == []
         feed.context.close()
