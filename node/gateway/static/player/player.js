@@ -301,11 +301,13 @@ export class Clip {
     };
     // What the element reads after its first frame and before playback has started may wait a little for a
     // connected peer that has it (see PATIENCE in picker.js): de3e21b sent all of it to HTTP at once, and
-    // viewers whose autoplay started late read 6-30 pieces of a 76-piece clip that way. Not before the first
-    // frame (it never waits for peers), and not once playing (a stall takes HTTP at once).
-    // As long as its reads keep the pace Chromium's autoplay needs (readPace).
+    // viewers whose autoplay started late (sitting at readyState 3) read 6-30 pieces of a 76-piece clip that
+    // way. Not before the first frame (it never waits for peers), and not once playing (a stall takes HTTP).
+    // As long as its reads keep the pace Chromium's autoplay needs (readPace), and only while the element has
+    // what it needs to play now (HAVE_FUTURE_DATA: what it reads is for "can play through"); below that, as
+    // after the feed's play(), what it reads is what it waits on to start.
     let waitUntil;
-    if (this.framedAt !== undefined && !this.played && perByte !== null) {
+    if (this.framedAt !== undefined && !this.played && perByte !== null && video.readyState >= HAVE_FUTURE_DATA) {
       const until = readPace({ now, since: this.framedAt, read: this.readSinceFrame, piece: PIECE_BYTES,
                                unread: this.size - this.readEnd, remaining: (this.size * perByte - position) * 1000,
                                httpTook: this.picker.httpTook }); // prettier-ignore
