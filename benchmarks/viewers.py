@@ -78,6 +78,8 @@ class Viewer:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        self.drops: list[str] = []  # why the page dropped peers (its console warnings), for the trace
+        self.page.on("console", lambda msg: "dropping peer" in msg.text and self.drops.append(msg.text))
         self.page.goto(url)
 
     def state(self) -> dict[str, Any]:
@@ -153,6 +155,7 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
         pages.append(Viewer(browser, f"{url}/watch/{cid}"))
         time.sleep(gap)
     ends = []
+    drops = []
     for page in pages:
         try:
             ends.append(page.wait("s.ended && s.verified === s.pieces"))
@@ -161,6 +164,7 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
             ends.append(page.state())
         if page.errors:
             failures.append(f"page errors: {page.errors}")
+        drops.append(page.drops)
     took = time.monotonic() - started
     time.sleep(2.5)  # both ends' last byte counts reach the hub once a second
     after = swarm_stats(url, cid)
@@ -180,6 +184,8 @@ def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failur
             sw = state.get("swarm") or {}
             known = f"known {sw.get('known')}, struck out {sw.get('struck')}, dropped {sw.get('dropped')}"
             print(f"          first frame at {s.get('firstFrameAt')} ms; peers {known}; rejects {sw.get('rejects')}")
+            for why in drops[i]:
+                print(f"          {why}")
             for e in state.get("trace", []):
                 ahead = "-" if e.get("ahead") is None else f"{e['ahead']:+.2f}s"
                 print(f"          t={e['t']} piece {e['i']} {e['reason']}: {ahead} ahead of playback, readyState "
