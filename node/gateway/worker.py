@@ -167,16 +167,26 @@ class OwnerLink:
         except OwnerUnavailable as exc:
             await problem_response(HTTPProblem(503, str(exc), {"Retry-After": "5"}))(scope, receive, send)
             return
-        except (httpx.HTTPError, trio.BrokenResourceError):
+        except (httpx.HTTPError, trio.BrokenResourceError) as exc:
             if gone.is_set():
                 return  # nobody to answer
-            raise
+            # The owner went away with the request (it is stopping, or was killed): not the client's fault and
+            # not a 500; the request may not have been carried out, so the client is told to try again.
+            log.warning("owner went away mid-request", extra={"fields": {"error": repr(exc)}})
+            gone_away = HTTPProblem(
+                503, "the serving process went away while answering; try again", {"Retry-After": "5"}
+            )
+            await problem_response(gone_away)(scope, receive, send)
+            return
         try:
             answer = [(k, v) for k, v in response.headers.raw if k.lower() not in HOP_HEADERS]
             await send({"type": "http.response.start", "status": response.status_code, "headers": answer})
             async for chunk in response.aiter_raw():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+        except httpx.HTTPError as exc:
+            # The answer had begun: all the client can be told is that its body ends short (the connection closes).
+            log.warning("owner went away mid-answer", extra={"fields": {"error": repr(exc)}})
         finally:
             await response.aclose()
 

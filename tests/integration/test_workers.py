@@ -73,6 +73,15 @@ def holders(port: int) -> set[int]:
     return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
+def waiting_on_owner(worker: int) -> bool:
+    """Whether a connection to the owner's channel (the socket ``worker`` was started with) waits in its backlog
+    or holds bytes the owner has not read (``ss -x``: Recv-Q)."""
+    argv = Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    channel = argv[argv.index(b"--owner-socket") + 1].decode()
+    out = subprocess.run(["ss", "-xaH"], capture_output=True, text=True, check=True).stdout
+    return any(len(f) >= 5 and f[4] == channel and int(f[2]) > 0 for f in map(str.split, out.splitlines()))
+
+
 @contextmanager
 def owner_stopped(served: Served) -> Iterator[None]:
     os.kill(served.proc.pid, signal.SIGSTOP)
@@ -210,6 +219,31 @@ def test_workers_answer_s3_object_reads_and_pass_writes_to_the_owner(workers: tu
         for _ in range(20):  # every answer, from whichever worker takes the connection
             assert web.get(public, headers={"Connection": "close"}).status_code == 403
             assert web.get(f"{served.url}/ipfs/{root}", headers={"Connection": "close"}).status_code == 410
+
+
+def test_an_owner_killed_with_a_request_gets_the_client_a_503_not_a_500(workers: tuple[Served, str, bytes]) -> None:
+    """Tried: a pin list is passed to the owner while it is stopped, then the owner is SIGKILLed with the request
+    on its socket. The worker answers 503 with Retry-After (the request may not have run), never a 500, and then
+    ends as the owner did."""
+    served, cid, _ = workers
+    pids = set(workers_listening(served, 2, cid))
+    answers: list[httpx.Response] = []
+
+    def call() -> None:
+        with httpx.Client(timeout=DEADLINE) as client:
+            answers.append(client.get(f"{served.url}/api/v1/pins", headers={"Authorization": "Bearer x"}))
+
+    caller = threading.Thread(target=call)
+    os.kill(served.proc.pid, signal.SIGSTOP)
+    caller.start()
+    poll("a worker holding the connection", lambda: holders(port_of(served)) & pids)
+    poll("the request waiting on the owner's socket", lambda: any(waiting_on_owner(pid) for pid in pids))
+    os.kill(served.proc.pid, signal.SIGKILL)
+    caller.join(timeout=DEADLINE)
+    assert len(answers) == 1 and answers[0].status_code == 503, [a.text for a in answers]
+    assert answers[0].headers["retry-after"] == "5"
+    served.proc.wait(timeout=DEADLINE)
+    poll("the workers to end with the owner", lambda: not any(alive(pid) for pid in pids))
 
 
 def test_a_worker_has_the_owner_fetch_what_the_store_lacks(tmp_path: Path) -> None:
