@@ -7,6 +7,7 @@ in-flight requests within its graceful timeout, and the store is closed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import signal
@@ -91,7 +92,7 @@ async def run_node(config: NodeConfig, on_ready: Callable[[dict[str, Any]], None
     workers = config.gateway.workers or default_workers()
     try:
         async with (
-            owner_socket_path() as owner_socket,
+            owner_socket_path() if workers > 1 else contextlib.nullcontext("") as owner_socket,
             open_swarm(
                 store,
                 config.data_dir,
