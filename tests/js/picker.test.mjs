@@ -127,6 +127,29 @@ test("a peer that falls behind a piece's deadline is replaced by another peer be
   assert.equal(actions[0].reason, "re-issued");
 });
 
+test("a piece cancelled on a peer is never asked of it again: its old chunks could not be told from new ones", () => {
+  // Tried: piece 0 asked of one peer, re-issued to the other when the first stalls, and the second stalls too.
+  // Asking the first again would have its cancelled send's last chunks arrive first (peers.js dropped such a
+  // peer for chunks out of order); the piece goes to HTTP at its lead instead, and the first still gets others.
+  const picker = withPeers(2, ["a", "b"], [0]);
+  const deadline = 5000;
+  const view = { playIndex: 0, deadline: (i) => (i === 0 ? deadline : Infinity) };
+  const first = picker.plan(0, view).find((a) => a.index === 0);
+  const other = first.peer === "a" ? "b" : "a";
+  let t = 0;
+  const seen = [];
+  while (t < deadline) {
+    t += 50;
+    for (const action of picker.plan(t, view)) if (action.index === 0) seen.push({ ...action, t });
+  }
+  const requests = seen.filter((a) => a.kind === "request").map((a) => a.peer);
+  assert.deepEqual(requests, [other], `asked again: ${JSON.stringify(seen)}`);
+  const http = seen.find((a) => a.kind === "http");
+  assert.ok(http && http.t < deadline, `HTTP took it: ${JSON.stringify(seen)}`);
+  picker.peerHas(first.peer, [1]); // other pieces are still asked of it
+  assert.deepEqual(kinds(picker.plan(t + 50, view)), [`request:${first.peer}:1`]);
+});
+
 test("a slow peer with no one else to take over: HTTP takes the piece at its lead, never after its deadline", () => {
   const picker = withPeers(1, ["a"], [0]);
   const deadline = 4000;

@@ -78,7 +78,7 @@ export class Picker {
     this.count = count;
     this.sizes = sizes ? Array.from(sizes) : new Array(count).fill(PIECE_BYTES);
     this.have = new Uint8Array(count);
-    this.peers = new Map(); // id -> {has, load, owed, strikes, ready, rate, lastChunk, measured}
+    this.peers = new Map(); // id -> {has, load, owed, strikes, ready, rate, lastChunk, measured, cancelled}
     this.inflight = new Map(); // index -> {source: "peer"|"http", peer, since, touched, got, expectedBy}
     this.httpActive = 0;
     this.httpTook = HTTP_TOOK;
@@ -90,7 +90,8 @@ export class Picker {
   addPeer(id) {
     if (!this.peers.has(id)) {
       this.peers.set(id, { has: new Uint8Array(this.count), load: 0, owed: 0, strikes: 0, ready: false,
-                           rate: PEER_RATE, acc: 0, accFrom: 0, lastChunk: 0 }); // prettier-ignore
+                           rate: PEER_RATE, acc: 0, accFrom: 0, lastChunk: 0,
+                           cancelled: new Uint8Array(this.count) }); // prettier-ignore
     }
   }
 
@@ -205,7 +206,7 @@ export class Picker {
         actions.push({ kind: "cancel", peer: flight.peer, index, reason: "timeout" });
         const peer = this.peers.get(flight.peer);
         if (peer) peer.strikes++;
-        this._finish(index);
+        this._cancelled(flight.peer, index);
       }
     }
     const extraLead = view.extraLead ?? 0;
@@ -242,11 +243,11 @@ export class Picker {
         const other = this._bestPeer(index, now, flight.peer);
         if (other && (patient ? other.eta <= waitUntil : other.eta + MARGIN <= deadline && !dueNow)) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "re-issued" });
-          this._finish(index);
+          this._cancelled(flight.peer, index);
           this._startPeer(other.id, index, now, actions);
         } else if (dueNow ? this.httpActive < HTTP_PARALLEL : httpTime && this._httpRoom()) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "too slow for playback" });
-          this._finish(index);
+          this._cancelled(flight.peer, index);
           this._startHttp(index, now, actions, dueNow ? dueReason : "peer too slow");
         }
         continue;
@@ -300,6 +301,21 @@ export class Picker {
     actions.push({ kind: "http", index, reason });
   }
 
+  // A peer request given up: that peer is never asked for the piece again. Its chunks of the cancelled send may
+  // still be on the way, and a new request's chunks could not be told from them (the peer would look as if it
+  // sent out of order, and be dropped).
+  _cancelled(id, index) {
+    const peer = this.peers.get(id);
+    if (peer) peer.cancelled[index] = 1;
+    this._finish(index);
+  }
+
+  // Whether `peer` may be asked for piece `index`: it announced it, has not failed too often, and was not
+  // cancelled on it.
+  _askable(peer, index) {
+    return peer.has[index] && peer.strikes < MAX_STRIKES && !peer.cancelled[index];
+  }
+
   _finish(index) {
     const flight = this.inflight.get(index);
     if (!flight) return;
@@ -316,12 +332,12 @@ export class Picker {
 
   // A connected (ready) peer announced the piece and may still be asked for it.
   _readyPeerHas(index) {
-    for (const peer of this.peers.values()) if (peer.ready && peer.has[index] && peer.strikes < MAX_STRIKES) return true;
+    for (const peer of this.peers.values()) if (peer.ready && this._askable(peer, index)) return true;
     return false;
   }
 
   _anyPeerHas(index) {
-    for (const peer of this.peers.values()) if (peer.has[index] && peer.strikes < MAX_STRIKES) return true;
+    for (const peer of this.peers.values()) if (this._askable(peer, index)) return true;
     return false;
   }
 
@@ -329,8 +345,7 @@ export class Picker {
   _bestPeer(index, now, except) {
     let best = null;
     for (const [id, peer] of this.peers) {
-      if (id === except || !peer.ready || !peer.has[index]) continue;
-      if (peer.load >= MAX_OUTSTANDING || peer.strikes >= MAX_STRIKES) continue;
+      if (id === except || !peer.ready || !this._askable(peer, index) || peer.load >= MAX_OUTSTANDING) continue;
       const eta = this._peerEta(peer, index, now);
       if (eta < Infinity && (best === null || eta < best.eta)) best = { id, eta };
     }
