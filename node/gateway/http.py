@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from ..errors import MedianodeError
 from ..storage.cid import CID, CIDError
+
+
+async def answer_lifespan(receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    """ASGI's lifespan for an app with nothing to start or stop: say so, as Hypercorn waits for it."""
+    while (await receive())["type"] != "lifespan.shutdown":
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 class HTTPProblem(Exception):

@@ -67,7 +67,7 @@ from starlette.requests import Request
 
 from ..errors import FetchError
 from ..storage.cid import CID
-from .http import HTTPProblem, problem_response
+from .http import HTTPProblem, answer_lifespan, problem_response
 from .metrics import ASGIApp, Metrics
 from .path_gateway import IPFS_PREFIX, Gateway
 
@@ -282,9 +282,7 @@ def worker_app(gateway: Gateway, link: OwnerLink, metrics: Metrics) -> ASGIApp:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
         elif scope["type"] == "websocket":
             await link.pass_websocket(scope, receive, send)
         elif scope["method"] in ("GET", "HEAD") and scope["path"].startswith(IPFS_PREFIX):
@@ -303,9 +301,7 @@ def s3_worker_app(s3: S3App, link: OwnerLink) -> ASGIApp:
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
         elif scope["type"] != "http":
             return  # S3 has no WebSockets; Hypercorn answers an upgrade the app ignores with a refusal
         elif s3.reads_an_object(scope):

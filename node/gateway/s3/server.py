@@ -38,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 
 from ...storage.errors import StoreError
 from ...storage.store import BlockStore
+from ..http import answer_lifespan
 from ..ranges import RangeError, parse_range
 from ..spans import can_send_spans, spans_response
 from ..stages import FEED_BATCH
@@ -133,10 +134,8 @@ class S3App:
         self.writer = ObjectWriter(store, catalog, settings.chunk_size)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":  # nothing to start or stop: say so, as Hypercorn waits for it
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        if scope["type"] == "lifespan":
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
