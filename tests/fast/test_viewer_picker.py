@@ -181,15 +181,44 @@ def test_a_peer_that_leaves_makes_its_pieces_http_candidates() -> None:
 def test_a_stalled_request_times_out_goes_to_http_and_strikes_the_peer() -> None:
     p = picker(count=2)
     p.add_peer("a")
-    p.peer_has("a", [0, 1])
-    p.requests(0.0)
+    p.peer_has("a", [0])
+    p.add_peer("b")
+    p.peer_has("b", [1])
+    assert p.requests(0.0) == [("a", 0), ("b", 1)]
     p.receive("a", 0, 0, b"x" * 10, 1.0)  # progress on 0 moves its clock
     assert p.next_deadline(PEER_PATIENCE + 0.1) == REQUEST_TIMEOUT
     expired = p.expire(REQUEST_TIMEOUT)
-    assert [(e.peer, e.index, e.drop) for e in expired] == [("a", 1, False)]
+    assert [(e.peer, e.index, e.drop) for e in expired] == [("b", 1, False)]
     assert p.http_fetches(REQUEST_TIMEOUT) == [1]
-    assert p.requests(REQUEST_TIMEOUT) == []  # 1 is HTTP's now, 0 is still with a
+    assert p.requests(REQUEST_TIMEOUT) == []  # 1 is HTTP's now (and never b's again), 0 is still with a
     assert [e.index for e in p.expire(1.0 + REQUEST_TIMEOUT)] == [0]
+
+
+def test_a_request_queued_behind_a_moving_one_waits_for_its_peer_to_stop() -> None:
+    # What was tried: a sends piece 0 slowly while 1 waits in its queue. 1 shows no progress of its own, but a is
+    # not stuck: it is struck only once a stops moving, or once 1 has waited MAX_OUTSTANDING timeouts in all.
+    p = picker(count=2)
+    p.add_peer("a")
+    p.peer_has("a", [0, 1])
+    p.requests(0.0)
+    for k in range(1, 5):
+        p.receive("a", 0, (k - 1) * 10, b"x" * 10, float(k))
+    assert p.expire(4.0 + REQUEST_TIMEOUT - 0.01) == []
+    assert p.next_deadline(5.0) == 4.0 + REQUEST_TIMEOUT
+    assert [e.index for e in p.expire(4.0 + REQUEST_TIMEOUT)] == [0, 1]
+    assert p.peers["a"].strikes == 2
+
+
+def test_a_request_open_max_outstanding_timeouts_is_given_up_however_its_peer_trickles() -> None:
+    p = picker(count=2)
+    p.add_peer("a")
+    p.peer_has("a", [0, 1])
+    p.requests(0.0)
+    ceiling = MAX_OUTSTANDING * REQUEST_TIMEOUT
+    for k in range(1, int(ceiling) + 1):
+        p.receive("a", 0, k - 1, b"x", float(k))  # a byte a second of piece 0, never a byte of 1
+    assert p.expire(ceiling - 0.01) == []
+    assert [e.index for e in p.expire(ceiling)] == [0, 1]
 
 
 def test_chunks_of_a_cancelled_request_are_discarded_not_faults() -> None:

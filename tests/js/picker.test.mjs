@@ -192,6 +192,32 @@ test("a request with no progress for REQUEST_TIMEOUT is cancelled, struck, and a
   assert.deepEqual(kinds(actions.slice(1)), [`request:${other}:0`]);
 });
 
+test("a request queued behind others times out only when its peer stops moving, or after MAX_OUTSTANDING timeouts", () => {
+  // What was tried: a peer sending piece 0 a chunk a second (slow, busy) while piece 1 waits behind it in its queue.
+  // Piece 1 shows no progress of its own, but the peer is not stuck: before, it was cancelled and struck at 4 s.
+  const picker = withPeers(2, ["a"], [0, 1]);
+  assert.deepEqual(kinds(picker.plan(0, never)), ["request:a:0", "request:a:1"]);
+  for (let t = 1000; t <= 6000; t += 1000) assert.ok(picker.progress("a", 0, t, 16320));
+  assert.deepEqual(picker.plan(6000, never), []);
+  assert.equal(picker.peers.get("a").strikes, 0);
+  // The peer goes quiet: both requests time out REQUEST_TIMEOUT after its last chunk.
+  assert.deepEqual(picker.plan(6000 + REQUEST_TIMEOUT, never), []);
+  const actions = picker.plan(6000 + REQUEST_TIMEOUT + 1, never);
+  assert.deepEqual(kinds(actions), ["cancel:a:0", "cancel:a:1"]);
+  assert.equal(picker.peers.get("a").strikes, 2);
+});
+
+test("a request open MAX_OUTSTANDING timeouts is given up however its peer trickles", () => {
+  // What was tried: a peer that keeps sending 1000 bytes a second of piece 0 and never starts piece 1.
+  const picker = withPeers(2, ["a"], [0, 1]);
+  picker.plan(0, never);
+  const ceiling = MAX_OUTSTANDING * REQUEST_TIMEOUT;
+  for (let t = 1000; t <= ceiling; t += 1000) assert.ok(picker.progress("a", 0, t, 1000));
+  assert.deepEqual(picker.plan(ceiling, never), []);
+  assert.ok(picker.progress("a", 0, ceiling + 1, 1000));
+  assert.deepEqual(kinds(picker.plan(ceiling + 1, never)), ["cancel:a:0", "cancel:a:1"]);
+});
+
 test("a peer with MAX_STRIKES is asked nothing more", () => {
   const picker = withPeers(1, ["a"], [0]);
   picker.peers.get("a").strikes = MAX_STRIKES;

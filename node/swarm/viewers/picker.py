@@ -28,9 +28,12 @@ Faults: a chunk that was not requested, that does not continue the piece at
 the next offset, or that runs past the piece's end raises ``PeerFault`` (the
 viewer drops that peer and ``remove_peer`` frees its requests). Chunks still
 in flight after we cancelled a request are let through and discarded, and
-that piece is never asked of that peer again. A request with no progress for
-``REQUEST_TIMEOUT`` is cancelled, its piece goes to HTTP, and the peer gets a
-strike; ``TIMEOUTS_TO_DROP`` strikes and ``expire`` says to drop it.
+that piece is never asked of that peer again. A request is cancelled, its
+piece goes to HTTP, and the peer gets a strike when neither the request nor
+its peer has made progress for ``REQUEST_TIMEOUT`` (a sender works through its
+queue in order, so a request behind others shows none of its own while the
+peer is busy with them), or when it has been open ``MAX_OUTSTANDING`` timeouts
+in all; ``TIMEOUTS_TO_DROP`` strikes and ``expire`` says to drop it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class _Peer:
     requests: dict[int, _Request] = field(default_factory=dict)
     cancelled: dict[int, int] = field(default_factory=dict)  # piece -> offset its stale chunks continue at
     strikes: int = 0
+    moved: float = float("-inf")  # when its last chunk (of any piece) came
 
 
 class PiecePicker:
@@ -154,6 +158,7 @@ class PiecePicker:
         if state is None:
             raise PeerFault("chunk from a peer that is not connected")
         size = self.sizes[index]
+        state.moved = now
         stale = state.cancelled.get(index)
         if stale is not None:
             if offset != stale or offset + len(data) > size:
@@ -230,7 +235,7 @@ class PiecePicker:
         out: list[Expired] = []
         for peer, state in self.peers.items():
             for index, request in list(state.requests.items()):
-                if now - request.progressed < self.request_timeout:
+                if now < self._expires(state, request):
                     continue
                 del state.requests[index]
                 del self._assigned[index]
@@ -239,6 +244,10 @@ class PiecePicker:
                 state.strikes += 1
                 out.append(Expired(peer, index, state.strikes >= TIMEOUTS_TO_DROP))
         return out
+
+    def _expires(self, state: _Peer, request: _Request) -> float:
+        moved = max(request.progressed, state.moved)
+        return min(moved + self.request_timeout, request.asked + MAX_OUTSTANDING * self.request_timeout)
 
     def http_fetches(self, now: float) -> list[int]:
         """Pieces to fetch over HTTP now; recorded as in flight until ``http_finished``."""
@@ -264,7 +273,7 @@ class PiecePicker:
 
     def next_deadline(self, now: float) -> float | None:
         """When ``expire`` or ``http_fetches`` may have something new without any event coming in."""
-        times = [r.progressed + self.request_timeout for s in self.peers.values() for r in s.requests.values()]
+        times = [self._expires(s, r) for s in self.peers.values() for r in s.requests.values()]
         if now < self.grace_ends:
             times.append(self.grace_ends)
         return min(times, default=None)

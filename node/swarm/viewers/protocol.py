@@ -93,9 +93,11 @@ Failure handling
     for a viewer's fault.
     Viewers: a piece whose bytes do not hash to its leaf CID, a piece or
     chunk not requested, or a malformed message gets the sender dropped
-    (connection closed, never reopened in this session). A request with no
-    progress for ``REQUEST_TIMEOUT`` seconds is cancelled and asked of
-    another peer or over HTTP. HTTP (``/ipfs/{leaf}?format=raw``, also
+    (connection closed, never reopened in this session). A sender sends
+    the pieces asked of it in the order asked, so a request times out when
+    neither it nor its sender has made progress for ``REQUEST_TIMEOUT``
+    seconds, or after ``max_outstanding_requests`` timeouts in all; it is
+    then cancelled and asked of another peer or over HTTP. HTTP (``/ipfs/{leaf}?format=raw``, also
     verified) is the fallback for everything, so playback never depends on
     peers.
 
