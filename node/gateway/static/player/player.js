@@ -253,10 +253,16 @@ export class Clip {
     // Until the element shows its first frame it is given only what it needs within FIRST_FRAME_AHEAD:
     // a clip that comes on screen with peers connected (the feed's) would otherwise take pieces from them
     // in bulk, and receiving them made the first frame measurably later.
-    if (this.video && this.stats.firstFrameAt === null) view.fetchBefore = now + FIRST_FRAME_AHEAD;
+    const beforeFirstFrame = this.video && this.stats.firstFrameAt === null;
+    if (beforeFirstFrame) view.fetchBefore = now + FIRST_FRAME_AHEAD;
     else if (this.lookahead !== null) view.fetchBefore = now + this.lookahead;
     if (!this.p2p) return { ...view, extraLead: HTTP_ONLY_AHEAD };
-    return { ...view, peersKnown: this.swarm !== null && this.swarm.myId !== null };
+    const peersKnown = this.swarm !== null && this.swarm.myId !== null;
+    // Before its first frame with no peer open, what the element reads ahead is HTTP's either way: it is
+    // fetched as far ahead as with P2P off. With HTTP's shorter lead the element waited on the pieces between,
+    // and P2P on was 1.19x (1.35x with a viewer seeding) later to its first frame than P2P off.
+    if (beforeFirstFrame && this.peers() === 0) return { ...view, peersKnown, extraLead: HTTP_ONLY_AHEAD };
+    return { ...view, peersKnown };
   }
 
   _deadlines(now) {
