@@ -9,8 +9,9 @@ clip so that every clip is different bytes, audio and video interleaved as
 real clips are: see ``viewers.interleave``) and Debian's Chromium (a browser
 context per viewer). ``--viewers`` pages open ``/watch/feed`` one every
 ``--gap`` s; each stays ``--dwell`` s on a clip (counted from when its first
-clip was shown) and swipes to the next (the down-arrow key, which scrolls
-the feed as a swipe does) until it has stayed on the last one.
+clip was shown, by a timer in the page) and swipes to the next (the
+down-arrow key, which scrolls the feed as a swipe does) until it has stayed
+on the last one.
 
 Per mode (P2P on, then ``?p2p=0``), from the page's own records
 (``window.medianodeFeed.swipes``: when the key was pressed, when the next
@@ -59,42 +60,60 @@ STATE = """() => {
 }"""
 
 
+# Run in each viewer's page before its scripts: once the feed shows its first slide, press the down arrow every
+# dwell ms, `swipes` times, and say so a dwell after the last press.
+SWIPER = """(() => {
+  const start = () => {
+    const feed = window.medianodeFeed;
+    if (!feed || feed.index < 0) return setTimeout(start, 50);
+    let pressed = 0;
+    const timer = setInterval(() => {
+      document.dispatchEvent(new KeyboardEvent("keydown", { key: "ArrowDown", bubbles: true }));
+      if (++pressed < %(swipes)d) return;
+      clearInterval(timer);
+      setTimeout(() => (window.medianodeSwiped = true), %(dwell)d);
+    }, %(dwell)d);
+  };
+  addEventListener("DOMContentLoaded", start);
+})();"""
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p * (len(ordered) - 1)))]
 
 
 def run_mode(browser: Any, url: str, cids: list[str], args: argparse.Namespace, p2p: bool) -> dict[str, Any]:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     query = "" if p2p else "?p2p=0"
     before = {cid: swarm_stats(url, cid) for cid in cids}
     viewers: list[dict[str, Any]] = []
     start = time.monotonic()
-    # Each viewer: opened at start + k * gap, swipes every dwell s after that, done after the last dwell.
-    schedule: list[tuple[float, int, str]] = []
-    for k in range(args.viewers):
-        opened = k * args.gap
-        schedule.append((opened, k, "open"))
-        for j in range(1, args.clips):
-            schedule.append((opened + 1.0 + j * args.dwell, k, "swipe"))
-        schedule.append((opened + 1.0 + args.clips * args.dwell, k, "done"))
-    schedule.sort()
     failures: list[str] = []
     last: dict[int, Any] = {}
-    for at, k, what in schedule:
-        delay = start + at - time.monotonic()
+    # Each viewer is opened at start + k * gap and swipes by itself (SWIPER, in the page): one thread pressing
+    # every page's keys bunched the presses up behind a slow page load, and clips were swiped past early.
+    for k in range(args.viewers):
+        delay = start + k * args.gap - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        if what == "open":
-            context = browser.new_context()
-            page = context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
-            page.goto(f"{url}/watch/feed{query}")
-            viewers.append({"context": context, "page": page, "errors": errors})
-        elif what == "swipe":
-            viewers[k]["page"].keyboard.press("ArrowDown")
-        else:
-            last[k] = viewers[k]["page"].evaluate(STATE)
+        context = browser.new_context()
+        context.add_init_script(SWIPER % {"dwell": round(args.dwell * 1000), "swipes": args.clips - 1})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc, errors=errors: errors.append(str(exc)))
+        page.goto(f"{url}/watch/feed{query}")
+        viewers.append({"context": context, "page": page, "errors": errors})
+    deadline = time.monotonic() + 60 + args.clips * args.dwell * 3
+    for k, viewer in enumerate(viewers):
+        try:
+            viewer["page"].wait_for_function(
+                "window.medianodeSwiped === true", timeout=max(1, deadline - time.monotonic()) * 1000
+            )
+        except PlaywrightTimeout:
+            failures.append(f"viewer {k + 1} had not made its swipes by the deadline")
+        last[k] = viewer["page"].evaluate(STATE)
     time.sleep(2.5)  # both ends' last byte counts reach the hub once a second
     after = {cid: swarm_stats(url, cid) for cid in cids}
     peers = sum(after[c]["bytes_from_peers"] - before[c]["bytes_from_peers"] for c in cids)
