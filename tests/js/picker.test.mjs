@@ -207,6 +207,16 @@ test("a request queued behind others times out only when its peer stops moving, 
   assert.equal(picker.peers.get("a").strikes, 2);
 });
 
+test("chunks of a cancelled send count as the peer moving: the requests behind them are not timed out", () => {
+  // What was tried: a peer still sending chunks of a piece we cancelled on it (a channel's worth was buffered
+  // before the cancel reached it) for 4.5 s while our next two requests wait behind them.
+  const picker = withPeers(2, ["a"], [0, 1]);
+  assert.deepEqual(kinds(picker.plan(0, never)), ["request:a:0", "request:a:1"]);
+  for (let t = 500; t <= 4500; t += 500) picker.stale("a", t);
+  assert.deepEqual(picker.plan(4500, never), []);
+  assert.deepEqual(kinds(picker.plan(4500 + REQUEST_TIMEOUT + 1, never)), ["cancel:a:0", "cancel:a:1"]);
+});
+
 test("a request open MAX_OUTSTANDING timeouts is given up however its peer trickles", () => {
   // What was tried: a peer that keeps sending 1000 bytes a second of piece 0 and never starts piece 1.
   const picker = withPeers(2, ["a"], [0, 1]);

@@ -345,7 +345,10 @@ export class ViewerSwarm {
   }
 
   _chunk(c, index, offset, data) {
-    if (c.cancelled.has(index)) return;
+    if (c.cancelled.has(index)) {
+      this.picker.stale(c.id, Date.now());
+      return;
+    }
     const piece = c.incoming.get(index);
     if (!piece || !(data instanceof Uint8Array) || !this.picker.progress(c.id, index, Date.now(), data.length)) {
       this.drop(c.id, `piece ${index} was not asked for`);

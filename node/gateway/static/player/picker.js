@@ -141,6 +141,15 @@ export class Picker {
     return true;
   }
 
+  // `bytes` of a piece cancelled on peer `id` arrived (its send was under way): the peer is moving, working
+  // through what it had queued before our next request, so that request's clock starts again. Not counting
+  // them struck out peers that were sending what a re-issue had cancelled: up to a channel's worth of buffered
+  // chunks (1 MiB) came first, which on a saturated machine took 4 s.
+  stale(id, now) {
+    const peer = this.peers.get(id);
+    if (peer && peer.load > 0) peer.lastChunk = now;
+  }
+
   // A piece was verified (from a peer or HTTP). For HTTP, `now` measures how long the gateway takes.
   received(index, now = null) {
     const flight = this.inflight.get(index);
