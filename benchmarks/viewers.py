@@ -147,12 +147,12 @@ def swarm_stats(url: str, cid: str) -> dict[str, int]:
     return httpx.get(f"{url}/api/v1/swarm/{cid}/stats").json()  # type: ignore[no-any-return]
 
 
-def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failures: list[str]) -> None:
+def share_run(browser: Any, url: str, cid: str, viewers: int, gap: float, failures: list[str], query: str = "") -> None:
     before = swarm_stats(url, cid)
     started = time.monotonic()
     pages = []
     for _ in range(viewers):
-        pages.append(Viewer(browser, f"{url}/watch/{cid}"))
+        pages.append(Viewer(browser, f"{url}/watch/{cid}{query}"))
         time.sleep(gap)
     ends = []
     drops = []
@@ -283,6 +283,8 @@ def main() -> int:
     parser.add_argument("--ttff-runs", type=int, default=5)
     parser.add_argument("--parts", default="share,ttff,throughput", help="which measurements, comma-separated")
     parser.add_argument("--interleaved", action="store_true", help="remux by time again (see interleave)")
+    parser.add_argument("--p2p-off", action="store_true",
+                        help="share part with ?p2p=0: the same viewers without peers, for their stalls")  # fmt: skip
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -305,7 +307,7 @@ def main() -> int:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
                 parts = args.parts.split(",")
                 if "share" in parts:
-                    share_run(browser, url, cid, args.viewers, args.gap, failures)
+                    share_run(browser, url, cid, args.viewers, args.gap, failures, "?p2p=0" if args.p2p_off else "")
                 if "ttff" in parts:
                     print("\n2. time to first frame (median)")
                     ttff_runs(browser, url, cid, args.ttff_runs, False, failures)

@@ -17,13 +17,7 @@
 //  - takes a piece over HTTP only when its deadline is closer than what HTTP
 //    needs to bring it plus a margin (`httpLead`) and no peer can bring it in
 //    time; a piece that is due now (the element waits on it) goes to HTTP at
-//    once, so the first frame and a stall never wait for peers, unless the
-//    caller gives it a time it may wait until (`view.waitUntil(i)`: the
-//    player does for what the element reads after its first frame and before
-//    playback starts, from `readPace`): such a piece waits for a connected
-//    peer that has it (asked, or kept if already asked) until then, at most
-//    PATIENCE from when it first was due, and goes to HTTP once that is up,
-//    or at once when no connected peer has it;
+//    once, so the first frame and a stall never wait for peers;
 //  - watches every peer request: when the peer's progress says it will miss
 //    the piece's deadline, the request is re-issued before the deadline to a
 //    peer that can make it, or to HTTP when none can and the lead is reached;
@@ -31,9 +25,7 @@
 //    strike, and a peer with MAX_STRIKES is asked nothing more.
 //
 // Every HTTP action carries its reason ("due now", "no peer has it", "peers
-// busy", "peer too slow"; for a piece with a `waitUntil`: "due now, no peer
-// connected", "due now, waited for a peer" or "due now, no time to wait"),
-// which the player keeps as a trace for benchmarks.
+// busy", "peer too slow"), which the player keeps as a trace for benchmarks.
 
 import { wire } from "./codec.js";
 
@@ -49,25 +41,6 @@ export const HTTP_TOOK = 150; // ms a piece over HTTP is assumed to take (reques
 export const MARGIN = 1000; // ms a piece must arrive before its deadline: the element still demuxes and decodes it
 export const AHEAD_OF_SWARM = 1500; // ms earlier a piece no peer has goes to HTTP
 export const STALLED_PEER = 800; // ms without a chunk from a peer that owes some: its estimates count as late
-// ms at most that a piece due now with a `waitUntil` waits for a connected peer that has it before HTTP takes it.
-export const PATIENCE = 500;
-// How much faster than the least it needs the element's reads are kept before playback starts (see readPace):
-// Chromium's estimate of its download rate is the lowest over the start points of its last 10 s.
-export const PACE_HEADROOM = 1.5;
-
-// Until when a read the element makes before playback has started may wait for a peer, so that its reads keep
-// the pace its autoplay needs. Chromium (src=, not MSE) starts an autoplay at HAVE_ENOUGH_DATA, which for a
-// progressive source takes CanPlayThrough: the bytes it has not loaded, at its measured download rate, arrive
-// before playback reaches the end (or the download is done or idle). Reads that wait on peers slow that rate,
-// and with a plain 0.5 s wait per read a viewer of a 16 Mbit/s clip sat at 0:00 for 37 s, reading 46 pieces.
-// since: when the pace is counted from (the first frame); read: bytes the element has read since; piece: the
-// bytes this read brings; unread: bytes of the file the element has not read yet; remaining: ms of playback
-// left; httpTook: what HTTP then needs. Returns a time in the same clock as `now` (<= now: no wait).
-export function readPace({ now, since, read, piece, unread, remaining, httpTook = HTTP_TOOK }) {
-  if (!(remaining > 0) || !(unread > 0)) return now + PATIENCE;
-  const rate = (PACE_HEADROOM * unread) / remaining; // bytes/ms the reads must keep up
-  return since + (read + piece) / rate - httpTook;
-}
 const RATE_WINDOW = 100; // ms over which a peer's rate is sampled
 const MAX_RATE = 100000; // bytes/ms: a sample above this is a burst, not a rate
 const ALPHA = 0.3; // weight of a new sample
@@ -82,7 +55,6 @@ export class Picker {
     this.inflight = new Map(); // index -> {source: "peer"|"http", peer, since, touched, got, expectedBy}
     this.httpActive = 0;
     this.httpTook = HTTP_TOOK;
-    this.dueSince = new Map(); // index -> when plan() first found it due now (a patient piece waits from then)
   }
 
   // A peer being connected to: what the hub said it has counts (a piece with a holder waits for it until
@@ -158,7 +130,6 @@ export class Picker {
     }
     this._finish(index);
     this.have[index] = 1;
-    this.dueSince.delete(index);
   }
 
   // A request ended without the piece (reject, bad bytes, HTTP error).
@@ -204,9 +175,7 @@ export class Picker {
   //        are not fetched at all (default: all are), httpAllowed: false keeps HTTP to what is due now,
   //        extraLead: ms added to HTTP's lead (a player with no peers to wait for fetches further ahead),
   //        peersKnown: false while the hub has not said who watches (no piece counts as nobody's yet),
-  //        fetchBefore: a time: pieces due later are not asked for at all yet,
-  //        waitUntil(i): until when piece i, when due now, may wait for a connected peer that has it (at most
-  //        PATIENCE from when it first was due; -Infinity or absent: not at all)}
+  //        fetchBefore: a time: pieces due later are not asked for at all yet}
   plan(now, view) {
     const actions = [];
     const wantBefore = Math.min(this.count, view.wantBefore ?? this.count);
@@ -226,17 +195,6 @@ export class Picker {
       const deadline = view.deadline ? view.deadline(index) : Infinity;
       if (view.fetchBefore !== undefined && deadline > view.fetchBefore && !this.inflight.has(index)) continue;
       const dueNow = deadline <= now;
-      // A patient piece due now waits for a connected holder until `waitUntil`, counted from when it first was due.
-      let waitUntil = -Infinity;
-      if (dueNow) {
-        if (!this.dueSince.has(index)) this.dueSince.set(index, now);
-        const until = view.waitUntil ? view.waitUntil(index) : -Infinity;
-        if (until > -Infinity) waitUntil = Math.min(until, this.dueSince.get(index) + PATIENCE);
-      }
-      const patient = now < waitUntil;
-      let dueReason = "due now";
-      if (waitUntil > this.dueSince.get(index)) dueReason = "due now, waited for a peer";
-      else if (waitUntil > -Infinity) dueReason = "due now, no time to wait"; // the pace allowed none
       const httpTime = deadline - this.httpLead() - extraLead <= now; // HTTP must start now or be late
       // A piece no peer has goes AHEAD_OF_SWARM earlier: viewers just behind this one then take it from
       // this one instead of each fetching it from HTTP a moment later.
@@ -245,30 +203,19 @@ export class Picker {
       if (flight) {
         if (flight.source === "http" || deadline === Infinity) continue;
         const eta = this._flightEta(flight, now);
-        if (dueNow ? eta <= Math.max(now + this.httpTook, patient ? waitUntil : -Infinity) : eta + MARGIN <= deadline) {
-          continue;
-        }
+        if (dueNow ? eta <= now + this.httpTook : eta + MARGIN <= deadline) continue;
         // This request will miss its deadline: to a peer that can make it, else to HTTP once it is time.
         const other = this._bestPeer(index, now, flight.peer);
-        if (other && (patient ? other.eta <= waitUntil : other.eta + MARGIN <= deadline && !dueNow)) {
+        if (other && other.eta + MARGIN <= deadline && !dueNow) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "re-issued" });
           this._cancelled(flight.peer, index);
           this._startPeer(other.id, index, now, actions);
         } else if (dueNow ? this.httpActive < HTTP_PARALLEL : httpTime && this._httpRoom()) {
           actions.push({ kind: "cancel", peer: flight.peer, index, reason: "too slow for playback" });
           this._cancelled(flight.peer, index);
-          this._startHttp(index, now, actions, dueNow ? dueReason : "peer too slow");
+          this._startHttp(index, now, actions, dueNow ? "due now" : "peer too slow");
         }
         continue;
-      }
-      if (patient) {
-        // A connected holder that can bring it within the wait is asked; one whose slots are full is waited for.
-        const holder = this._bestPeer(index, now, null);
-        if (holder && holder.eta <= Math.max(waitUntil, now + this.httpTook)) {
-          this._startPeer(holder.id, index, now, actions);
-          continue;
-        }
-        if (!holder && this._readyPeerHas(index)) continue;
       }
       const best = dueNow ? null : this._bestPeer(index, now, null);
       if (best && (deadline === Infinity || best.eta + MARGIN <= deadline || !httpTime)) {
@@ -279,9 +226,7 @@ export class Picker {
       const orphan = !held && view.peersKnown !== false;
       const ahead = (orphan ? orphanTime : httpTime) && view.httpAllowed !== false && this._httpRoom();
       if (dueNow ? this.httpActive < HTTP_PARALLEL : ahead) {
-        const noneConnected = patient && !this._readyPeerHas(index);
-        const reason = dueNow ? (noneConnected ? "due now, no peer connected" : dueReason) : held ? "peers busy" : "no peer has it";
-        this._startHttp(index, now, actions, reason);
+        this._startHttp(index, now, actions, dueNow ? "due now" : held ? "peers busy" : "no peer has it");
       }
     }
     return actions;
@@ -348,12 +293,6 @@ export class Picker {
         peer.owed = Math.max(0, peer.owed - (this.sizes[index] - flight.got));
       }
     }
-  }
-
-  // A connected (ready) peer announced the piece and may still be asked for it.
-  _readyPeerHas(index) {
-    for (const peer of this.peers.values()) if (peer.ready && this._askable(peer, index)) return true;
-    return false;
   }
 
   _anyPeerHas(index) {

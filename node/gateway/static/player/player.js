@@ -5,7 +5,7 @@
 import { blockMatches } from "./codec.js";
 import { ClipError, fetchBlock, loadClip, pieceAt, pieceData } from "./clip.js";
 import { ViewerSwarm } from "./peers.js";
-import { PIECE_BYTES, Picker, readPace } from "./picker.js";
+import { Picker } from "./picker.js";
 
 const PLAN_EVERY = 100; // ms
 const CACHE_BYTES = 256 * 1024 * 1024; // verified pieces kept for playback and seeding, per clip
@@ -54,8 +54,6 @@ export class Clip {
     this.abort = new AbortController();
     this.firstFrame = new Promise((resolve) => (this._framed = resolve)); // resolves when attached and shown
     this.trace = []; // HTTP pieces and why: {t, i, reason}
-    this.readSinceFrame = 0; // bytes given to the element since its first frame
-    this.readEnd = 0; // the furthest byte the element has been given
   }
 
   async open() {
@@ -86,7 +84,6 @@ export class Clip {
     this.prefetchPlan = null;
     const firstFrame = () => {
       this.stats.firstFrameAt ??= performance.now();
-      this.framedAt ??= Date.now(); // the pace of reads before playback starts counts from here (readPace)
       this._framed();
       this._share();
     };
@@ -229,8 +226,6 @@ export class Clip {
     }
     const data = pieceData(piece, block);
     const bytes = data.subarray(offset - piece.offset);
-    if (this.framedAt !== undefined) this.readSinceFrame += bytes.length;
-    this.readEnd = Math.max(this.readEnd, offset + bytes.length);
     return bytes;
   }
 
@@ -305,22 +300,7 @@ export class Clip {
       if ((piece.offset + piece.size) * perByte < position) return Infinity; // behind: for seeding only
       return now + (Math.max(0, starts - position) * 1000) / rate;
     };
-    // What the element reads after its first frame and before playback has started may wait a little for a
-    // connected peer that has it (see PATIENCE in picker.js): de3e21b sent all of it to HTTP at once, and
-    // viewers whose autoplay started late (sitting at readyState 3) read 6-30 pieces of a 76-piece clip that
-    // way. Not before the first frame (it never waits for peers), and not once playing (a stall takes HTTP).
-    // As long as its reads keep the pace Chromium's autoplay needs (readPace), and only while the element has
-    // what it needs to play now (HAVE_FUTURE_DATA: what it reads is for "can play through"); below that, as
-    // after the feed's play(), what it reads is what it waits on to start.
-    let waitUntil;
-    if (this.framedAt !== undefined && !this.played && perByte !== null && video.readyState >= HAVE_FUTURE_DATA) {
-      const until = readPace({ now, since: this.framedAt, read: this.readSinceFrame, piece: PIECE_BYTES,
-                               unread: this.size - this.readEnd, remaining: (this.size * perByte - position) * 1000,
-                               httpTook: this.picker.httpTook }); // prettier-ignore
-      waitUntil = (i) =>
-        this.demanded.has(i) && now - (this.demandedSince.get(i) ?? now) <= DEMAND_PATIENCE ? until : -Infinity;
-    }
-    return { playIndex, deadline, httpAllowed, waitUntil };
+    return { playIndex, deadline, httpAllowed };
   }
 
   _plan() {
