@@ -137,7 +137,8 @@ def run_mode(browser: Any, url: str, cids: list[str], args: argparse.Namespace, 
                 print(f"     viewer {k + 1} swipe to clip {record['index'] + 1}: shown after "
                       f"{record['shownAt'] - record['at']:.0f} ms, play() after {record['playAt'] - record['at']:.0f}"
                       f" ms, first frame after {record['firstFrameAt'] - record['at']:.0f} ms, readyState at play() "
-                      f"{record['cached']}, stalls {record['stalls']}")  # fmt: skip
+                      f"{record['cached']}, pieces verified {record.get('verified')} of {record.get('pieces')}, "
+                      f"stalls {record['stalls']}")  # fmt: skip
         if TRACE and state:
             for cid, stats in state["clips"].items():
                 if not stats:
