@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Error as PlaywrightError
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from conftest import PAGE_SIZES, SCREENSHOTS, Node, Served
 from node.demo import make_demo_clip
@@ -48,11 +50,30 @@ class Viewer:
         self.context = browser.new_context(**PAGE_SIZES[size])
         self.page = self.context.new_page()
         self.problems: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.problems.append(f"console: {m.text}"))
+        self.warnings: list[str] = []
+        self.closed = False
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.problems.append(f"uncaught: {exc}"))
 
+    def _console(self, message: Any) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text}")
+        elif message.type == "warning":
+            self.warnings.append(message.text)
+
     def until(self, condition: str, arg: Any = None) -> Any:
-        return self.page.wait_for_function(condition, arg=arg, timeout=WAIT)
+        try:
+            return self.page.wait_for_function(condition, arg=arg, timeout=WAIT)
+        except PlaywrightTimeout as exc:
+            raise AssertionError(f"timed out waiting for {condition}: {self.state()}") from exc
+
+    def state(self) -> str:
+        """What the page's clip says of itself, with the page's warnings: for a failed wait's message."""
+        try:
+            clip = self.page.evaluate(CLIP_STATE)
+        except PlaywrightError as exc:
+            clip = f"unreadable: {exc}"
+        return f"clip {clip}; warnings {self.warnings[-10:]}; problems {self.problems}"
 
     def text(self, selector: str) -> str:
         return str(self.page.locator(selector).first.text_content()).strip()
@@ -85,7 +106,33 @@ class Viewer:
         return path
 
     def close(self) -> None:
-        self.context.close()
+        if not self.closed:
+            self.closed = True
+            self.context.close()
+
+
+CLIP_STATE = """() => {
+  const c = window.medianodeWatch && window.medianodeWatch.clip;
+  if (!c) return null;
+  return {stats: c.stats, peersOpen: c.peers(), joined: c.swarm !== null, myId: c.swarm && c.swarm.myId,
+          verified: c.verifiedPieces(), trace: c.trace.slice(-12)};
+}"""
+
+
+@pytest.fixture
+def people(browser: Any) -> Iterator[Any]:
+    """Opens viewers for one test and closes every one when it ends, passed or failed: a viewer left open seeds
+    the clip for the next test (a failed run once made the next test's first viewer take 81% from peers)."""
+    opened: list[Viewer] = []
+
+    def open_viewer(size: str) -> Viewer:
+        viewer = Viewer(browser, size)
+        opened.append(viewer)
+        return viewer
+
+    yield open_viewer
+    for viewer in opened:
+        viewer.close()
 
 
 def poll(what: str, fetch: Any, ready: Any, timeout: float = 60) -> Any:
@@ -127,14 +174,14 @@ METER = "(id) => parseFloat(document.getElementById(id).style.width) > 0"
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
-def test_watch_page_shows_the_clip_its_poster_and_where_its_bytes_come_from(browser, clips, size, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_watch_page_shows_the_clip_its_poster_and_where_its_bytes_come_from(people, clips, size, tmp_path) -> None:  # type: ignore[no-untyped-def]
     served, cids = clips
     cid = cids[0]
     facts = clip_facts(served, cid)
     assert facts["cid"] == cid and facts["name"] == NAMES[0] and facts["poster"].startswith("/ipfs/")
     url = f"{served.url}/watch/{cid}"
 
-    first = Viewer(browser, size)
+    first = people(size)
     # Hold the clip's own bytes back: while they are on their way the page shows the poster.
     held: list[Any] = []
     clip_bytes = re.compile(rf"/ipfs/{cid}(\?|$)")
@@ -166,7 +213,7 @@ def test_watch_page_shows_the_clip_its_poster_and_where_its_bytes_come_from(brow
     first.until("() => { const c = window.medianodeWatch.clip; return c.verifiedPieces() === c.pieces.length; }")
 
     # A second viewer takes pieces from the first: its meter shows them, the first's shows them given.
-    second = Viewer(browser, size)
+    second = people(size)
     second.page.goto(url)
     second.until(METER, "meterPeer")
     assert second.text("#peerBytes") != "0 B"
@@ -188,12 +235,12 @@ def answering(answer: dict[str, Any]) -> Any:
     return lambda route: route.fulfill(**answer)
 
 
-def test_watch_page_without_the_clips_facts_shows_its_cid_and_plays(browser, clips) -> None:  # type: ignore[no-untyped-def]
+def test_watch_page_without_the_clips_facts_shows_its_cid_and_plays(people, clips) -> None:  # type: ignore[no-untyped-def]
     """An older node (no /api/v1/clip) or facts with nothing in them: the CID stands for the clip."""
     served, cids = clips
     cid = cids[1]
     for answer in ({"status": 404, "body": "not found"}, {"status": 200, "json": {"cid": cid}}):
-        viewer = Viewer(browser, "desktop")
+        viewer = people("desktop")
         viewer.page.route(f"**/api/v1/clip/{cid}", answering(answer))
         viewer.page.goto(f"{served.url}/watch/{cid}")
         viewer.until("document.getElementById('video').currentTime > 0.5")
@@ -235,7 +282,7 @@ def current_video(viewer: Viewer, prop: str) -> Any:
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
-def test_feed_posters_navigation_pause_and_sound(browser, clips, size, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_feed_posters_navigation_pause_and_sound(people, clips, size, tmp_path) -> None:  # type: ignore[no-untyped-def]
     served, cids = clips
 
     def feed() -> Any:
@@ -243,7 +290,7 @@ def test_feed_posters_navigation_pause_and_sound(browser, clips, size, tmp_path)
 
     items = poll("a poster for every clip in the feed", feed, lambda v: len(v) == 3 and all(c.get("poster") for c in v))
     assert [item["cid"] for item in items] == cids[::-1]
-    viewer = Viewer(browser, size)
+    viewer = people(size)
     viewer.page.goto(f"{served.url}/watch/feed")
     # Every slide has its poster; those after the first have not started loading their clip.
     viewer.until(POSTERS_BEFORE_PLAY)
