@@ -162,6 +162,8 @@ class Catalog:
             raise CatalogError("the limit must not be negative")
         access_key_id = "MN" + "".join(secrets.choice(ACCESS_KEY_ALPHABET) for _ in range(18))
         secret = secrets.token_urlsafe(30)
+        while secret.startswith("-"):  # one in 64: it then reads as an option where it is pasted on a command line
+            secret = secrets.token_urlsafe(30)
         key = AccessKey(access_key_id, secret, name, limit, time.time())
         with self._lock:
             try:
