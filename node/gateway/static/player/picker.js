@@ -113,7 +113,7 @@ export class Picker {
     return true;
   }
 
-  // `bytes` of a piece cancelled on peer `id` arrived (its send was under way): the peer is moving, working
+  // A chunk of a piece cancelled on peer `id` arrived (its send was under way): the peer is moving, working
   // through what it had queued before our next request, so that request's clock starts again. Not counting
   // them struck out peers that were sending what a re-issue had cancelled: up to a channel's worth of buffered
   // chunks (1 MiB) came first, which on a saturated machine took 4 s.
